@@ -1,0 +1,1 @@
+"""Data builders and LightningDataModules: graphs, atoms, rollouts. Never imports pipelines."""

@@ -1,0 +1,103 @@
+"""Lowering: a chain that equals a torch algorithm runs on torch's fused kernel.
+
+A chain of separate multi-tensor passes reads and writes every parameter-sized buffer
+once per transform; torch's fused Adam/AdamW/SGD do the whole step in one pass. When
+a chain is exactly one of those (optionally behind ``skip_nonfinite`` and
+``clip_by_global_norm``, which become the kernel's ``grad_scale``), its step is
+handed to the kernel. Anything else runs transform by transform.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import StepContext, Transform
+from .clipping import ClipByGlobalNorm, _record
+from .decay import AddDecayedWeights
+from .guards import ScaleByLr, SkipNonfinite
+from .moments import ScaleByAdam, Trace
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+@dataclass
+class FusedPlan:
+    kind: str  # "adam", "adamw" or "sgd"
+    clip: ClipByGlobalNorm | None
+    decay: bool
+
+    def eligible(self, ctx: StepContext) -> bool:
+        p0 = ctx.params[0]
+        if p0.device.type not in ("cpu", "cuda") or p0.dtype not in _DTYPES:
+            return False
+        if any(p.device != p0.device or p.dtype != p0.dtype for p in ctx.params):
+            return False
+        if self.clip is not None and p0.dtype == torch.float64:
+            return False  # the kernel's grad_scale is float32: it would round the clip factor
+        if self.kind == "sgd":
+            return len(set(ctx.steps)) == 1
+        return not ctx.group["nesterov"]
+
+    def _grad_scale(self, ctx: StepContext):
+        if self.clip is None:
+            return None
+        norm = ctx.grad_norm()
+        max_norm = ctx.group["max_norm"]
+        scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        _record(ctx, norm, norm * scale, norm > max_norm)
+        return (1.0 / scale).to(ctx.params[0].device)
+
+    def step(self, ctx: StepContext) -> None:
+        g, states = ctx.group, ctx.states
+        wd = g["weight_decay"] if self.decay else 0.0
+        grad_scale = self._grad_scale(ctx)
+        if self.kind == "sgd":
+            momentum = g.get("momentum", 0.0)
+            bufs = [s["momentum_buffer"] for s in states] if momentum else []
+            torch._fused_sgd_(
+                ctx.params, ctx.grads, bufs, weight_decay=wd, momentum=momentum, lr=g["lr"],
+                dampening=g.get("dampening", 0.0), nesterov=g.get("nesterov", False),
+                maximize=False, is_first_step=ctx.steps[0] == 1, grad_scale=grad_scale,
+            )
+            return
+        kernel = torch._fused_adamw_ if self.kind == "adamw" else torch._fused_adam_
+        b1, b2 = g["betas"]
+        kernel(
+            ctx.params, ctx.grads, [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [s["max_exp_avg_sq"] for s in states] if g["amsgrad"] else [],
+            [s["step"] for s in states], lr=g["lr"], beta1=b1, beta2=b2, weight_decay=wd,
+            eps=g["eps"], amsgrad=g["amsgrad"], maximize=False, grad_scale=grad_scale,
+        )
+
+
+def plan(transforms: list[Transform]) -> FusedPlan | None:
+    """The fused kernel this chain equals, or None."""
+    ts = [t for t in transforms if not isinstance(t, SkipNonfinite)]
+    clip = ts.pop(0) if ts and type(ts[0]) is ClipByGlobalNorm else None
+    kinds = [_kind(t) for t in ts]
+    patterns = {
+        ("adam", "lr"): ("adam", False),
+        ("decay", "adam", "lr"): ("adam", True),
+        ("adam", "decay", "lr"): ("adamw", True),
+        ("lr",): ("sgd", False),
+        ("trace", "lr"): ("sgd", False),
+        ("decay", "lr"): ("sgd", True),
+        ("decay", "trace", "lr"): ("sgd", True),
+    }
+    match = patterns.get(tuple(kinds))
+    return FusedPlan(match[0], clip, match[1]) if match else None
+
+
+def _kind(t: Transform) -> str | None:
+    if type(t) is ScaleByAdam and not t.hparams["nesterov"]:
+        return "adam"
+    if type(t) is AddDecayedWeights and t.mask is None:
+        return "decay"
+    if type(t) is Trace:
+        return "trace"
+    if type(t) is ScaleByLr:
+        return "lr"
+    return None

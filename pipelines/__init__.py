@@ -1,0 +1,1 @@
+"""Hydra entry points and the three domain pipelines (gnn, rl, mlip) plus the studies."""

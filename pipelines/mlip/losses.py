@@ -1,0 +1,62 @@
+"""Energy + force loss for interatomic potentials, with optional force-residual clipping.
+
+Defaults ``energy_weight=1, force_weight=100`` follow MACE: the per-atom energy MSE (eV²) is
+typically ~100x smaller than the per-component force MSE (eV²/Å²) once trained, and MD quality
+is decided by forces, so forces dominate. SchNetPack's 0.01:0.99 is the same idea. The energy
+term still pins the constant that forces cannot see.
+
+``force_clip`` (δ, eV/Å) makes the force term Huber-like on each atom's error-vector norm
+``|r|``: ``|r|²`` below δ, ``δ(2|r| - δ)`` above (same value and slope at δ). A close-approach
+configuration with a 50 eV/Å residual then pulls on the weights with a bounded gradient
+instead of dominating the batch; ``force_clipped_fraction`` reports how often that happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class EnergyForceLoss:
+    """Callable ``(pred, batch) -> dict`` of loss parts; ``loss`` is the one to minimise."""
+
+    energy_weight: float = 1.0
+    force_weight: float = 100.0
+    force_clip: float | None = None
+
+    def __call__(self, pred: dict, batch: dict) -> dict[str, torch.Tensor]:
+        energy_err = (pred["energy"] - batch["energy"]) / batch["n_atoms"]
+        energy_mse = (energy_err**2).mean()
+        sq = ((pred["forces"] - batch["forces"]) ** 2).sum(dim=-1)
+        force_term, clipped = self._force_term(sq)
+        loss = self.energy_weight * energy_mse + self.force_weight * force_term
+        return {
+            "loss": loss,
+            "energy_mse": energy_mse,
+            "force_loss": force_term,
+            "force_mse": sq.detach().mean() / 3,
+            "force_clipped_fraction": clipped,
+        }
+
+    def _force_term(self, sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean per-component force error (plain or Huber-capped) and the capped fraction."""
+        if self.force_clip is None:
+            return sq.mean() / 3, sq.new_zeros(())
+        delta = self.force_clip
+        # clamp before sqrt: the gradient of |r| at r = 0 would be NaN
+        norm = sq.clamp_min(1e-24).sqrt()
+        capped = norm > delta
+        huber = torch.where(capped, delta * (2 * norm - delta), sq)
+        return huber.mean() / 3, capped.float().mean()
+
+
+def energy_force_errors(pred: dict, batch: dict) -> dict[str, torch.Tensor]:
+    """MAEs in the units summary.json reports: meV/atom and meV/Å (per force component)."""
+    energy = ((pred["energy"] - batch["energy"]) / batch["n_atoms"]).abs().mean()
+    forces = (pred["forces"] - batch["forces"]).abs().mean()
+    return {
+        "energy_mae_mev_per_atom": 1000 * energy.detach(),
+        "force_mae_mev_per_ang": 1000 * forces.detach(),
+    }

@@ -1,0 +1,163 @@
+"""Chains that equal a torch algorithm give torch's numbers (500 steps, several groups)."""
+
+import pytest
+import torch
+
+import optim
+
+STEPS = 500
+TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
+
+
+def make_problem(dtype, seed=0):
+    """A small MLP regression with two param groups and a fresh minibatch each step."""
+    g = torch.Generator().manual_seed(seed)
+    layers = [
+        torch.randn(16, 8, generator=g, dtype=dtype) * 0.3,
+        torch.randn(16, generator=g, dtype=dtype) * 0.1,
+        torch.randn(3, 16, generator=g, dtype=dtype) * 0.3,
+        torch.randn(3, generator=g, dtype=dtype) * 0.1,
+    ]
+    data = [(torch.randn(32, 8, generator=g, dtype=dtype),
+             torch.randn(32, 3, generator=g, dtype=dtype)) for _ in range(50)]
+    return layers, data
+
+
+def loss_fn(params, x, y):
+    w1, b1, w2, b2 = params
+    return ((torch.tanh(x @ w1.T + b1) @ w2.T + b2 - y) ** 2).mean()
+
+
+def train(make_opt, dtype, group_hparams):
+    init, data = make_problem(dtype)
+    params = [p.clone().requires_grad_() for p in init]
+    groups = [{"params": params[:2], **group_hparams[0]},
+              {"params": params[2:], **group_hparams[1]}]
+    opt = make_opt(groups)
+    for step in range(STEPS):
+        x, y = data[step % len(data)]
+        opt.zero_grad()
+        loss_fn(params, x, y).backward()
+        opt.step()
+    return params, opt
+
+
+def rel_diff(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+# name: (our preset, torch class, shared kwargs, per-group overrides)
+CASES = {
+    "adam": ("adam", torch.optim.Adam, {"lr": 1e-2}, [{}, {"lr": 3e-3}]),
+    "adamw": ("adamw", torch.optim.AdamW, {"lr": 1e-2, "weight_decay": 0.1},
+              [{}, {"weight_decay": 0.01, "betas": (0.8, 0.99)}]),
+    "adam_amsgrad": ("adam", torch.optim.Adam, {"lr": 1e-2, "amsgrad": True},
+                     [{}, {"lr": 3e-3}]),
+    "adamw_amsgrad": ("adamw", torch.optim.AdamW, {"lr": 1e-2, "amsgrad": True,
+                                                   "weight_decay": 0.05}, [{}, {"eps": 1e-6}]),
+    "adam_l2": ("adam_l2", torch.optim.Adam, {"lr": 1e-2, "weight_decay": 0.1},
+                [{}, {"weight_decay": 0.0}]),
+    "nadam": ("nadam", torch.optim.NAdam, {"lr": 2e-3}, [{}, {"betas": (0.85, 0.99)}]),
+    "radam": ("radam", torch.optim.RAdam, {"lr": 1e-2}, [{}, {"lr": 3e-3}]),
+    "adamax": ("adamax", torch.optim.Adamax, {"lr": 2e-3}, [{}, {"weight_decay": 0.01}]),
+    "sgd_momentum": ("sgd", torch.optim.SGD, {"lr": 0.05, "momentum": 0.9},
+                     [{}, {"lr": 0.01}]),
+    "sgd_nesterov": ("sgd", torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True,
+                                              "weight_decay": 1e-3}, [{}, {}]),
+    "sgd_dampening": ("sgd", torch.optim.SGD, {"lr": 0.05, "momentum": 0.9,
+                                               "dampening": 0.5}, [{}, {"momentum": 0.5}]),
+    "rmsprop": ("rmsprop", torch.optim.RMSprop, {"lr": 1e-3}, [{}, {"alpha": 0.9}]),
+    "rmsprop_centered": ("rmsprop", torch.optim.RMSprop, {"lr": 1e-3, "centered": True,
+                                                          "momentum": 0.5}, [{}, {}]),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("fused", [None, False], ids=["auto", "unfused"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_chain_equals_torch(case, fused, dtype):
+    name, torch_cls, kwargs, overrides = CASES[case]
+    ours, opt = train(lambda g: optim.create(name, g, fused=fused, **kwargs), dtype, overrides)
+    ref, ref_opt = train(lambda g: torch_cls(g, **kwargs), dtype, overrides)
+    worst = max(rel_diff(a, b) for a, b in zip(ours, ref))
+    assert worst <= TOL[dtype], f"{case}: max relative difference {worst:.3e}"
+    # the moment estimates agree too, not only the parameters
+    for p, q in zip(ours, ref):
+        for key, value in ref_opt.state[q].items():
+            if key in opt.state[p] and key != "step" and value.numel() > 1:
+                assert rel_diff(opt.state[p][key], value) <= 10 * TOL[dtype], key
+
+
+def test_lowering_is_used_where_a_fused_kernel_exists():
+    p = [torch.zeros(3, requires_grad=True)]
+    assert optim.create("adamw", p)._plan.kind == "adamw"
+    assert optim.create("adam", p, clip=1.0)._plan.kind == "adam"
+    assert optim.create("sgd", p, momentum=0.9)._plan.kind == "sgd"
+    assert optim.create("adam", p, clip=1.0, clip_at="update")._plan is None
+    assert optim.create("nadam", p)._plan is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_fused_clip_matches_unfused_clip(dtype):
+    """clip_by_global_norm lowered to the kernel's grad_scale equals the explicit chain, and
+    both equal torch's clip_grad_norm_ followed by torch's AdamW."""
+    kwargs = {"lr": 1e-2, "weight_decay": 0.01}
+    fast, opt = train(lambda g: optim.create("adamw", g, clip=0.05, **kwargs), dtype, [{}, {}])
+    slow, _ = train(lambda g: optim.create("adamw", g, clip=0.05, fused=False, **kwargs), dtype,
+                    [{}, {}])
+    assert max(rel_diff(a, b) for a, b in zip(fast, slow)) <= TOL[dtype]
+    assert opt.stats[0].clipped > 0.5 * STEPS  # the threshold really bites
+
+    init, data = make_problem(dtype)
+    params = [p.clone().requires_grad_() for p in init]
+    ref = torch.optim.AdamW([{"params": params[:2]}, {"params": params[2:]}], **kwargs)
+    for step in range(STEPS):
+        ref.zero_grad()
+        loss_fn(params, *data[step % len(data)]).backward()
+        for group in ref.param_groups:
+            torch.nn.utils.clip_grad_norm_(group["params"], 0.05)
+        ref.step()
+    assert max(rel_diff(a, b) for a, b in zip(slow, params)) <= TOL[dtype]
+
+
+# --- AdaBelief and Yogi against the papers' rules, written out one tensor at a time ---
+
+
+def adabelief_reference(p, grads, lr, b1, b2, eps):
+    """Zhuang et al. (2020), Algorithm 2."""
+    m, s = torch.zeros_like(p), torch.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        m = b1 * m + (1 - b1) * g
+        s = b2 * s + (1 - b2) * (g - m) ** 2 + eps
+        m_hat, s_hat = m / (1 - b1**t), s / (1 - b2**t)
+        p = p - lr * m_hat / (s_hat.sqrt() + eps)
+    return p
+
+
+def yogi_reference(p, grads, lr, b1, b2, eps, v0):
+    """Zaheer et al. (2018), Algorithm 2, with Adam's bias correction."""
+    m, v = torch.zeros_like(p), torch.full_like(p, v0)
+    for t, g in enumerate(grads, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = v - (1 - b2) * torch.sign(v - g**2) * g**2
+        p = p - lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+    return p
+
+
+@pytest.mark.parametrize("name", ["adabelief", "yogi"])
+def test_adabelief_and_yogi_follow_the_papers(name):
+    gen = torch.Generator().manual_seed(1)
+    p0 = torch.randn(40, dtype=torch.float64, generator=gen)
+    grads = [torch.randn(40, dtype=torch.float64, generator=gen) * (1 + 5 * (i % 7 == 0))
+             for i in range(300)]
+    p = p0.clone().requires_grad_()
+    hp = {"lr": 1e-2, "betas": (0.9, 0.99), "eps": 1e-3 if name == "yogi" else 1e-12}
+    opt = optim.create(name, [p], **hp)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    if name == "adabelief":
+        expected = adabelief_reference(p0, grads, hp["lr"], *hp["betas"], hp["eps"])
+    else:
+        expected = yogi_reference(p0, grads, hp["lr"], *hp["betas"], hp["eps"], 1e-6)
+    assert rel_diff(p.detach(), expected) <= 1e-12
