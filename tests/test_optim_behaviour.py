@@ -197,22 +197,26 @@ def test_resume_is_bitwise_exact(name, kw):
 # --- precision ------------------------------------------------------------------------
 
 
-def test_bf16_params_keep_float32_state_and_track_float32():
-    """A quadratic pulled to a target: the bf16 run ends where the float32 run does, to
-    bf16 resolution, because moments and update are float32."""
+def test_bf16_params_keep_float32_state_and_round_once_per_step():
+    """bf16 weights: moments and update in float32, rounded once into the weight. The same
+    run on float32 weights rounded to bf16 after each step lands on the same bf16 values
+    (to two bf16 ulps: where float32 rounding of the update flips a bf16 rounding, the two
+    trajectories part by an ulp and the gradient follows)."""
     target = param(64, seed=5, dtype=torch.float32).detach()
     ref = torch.zeros(64, requires_grad=True)
     low = torch.zeros(64, dtype=torch.bfloat16, requires_grad=True)
     opt_ref, opt_low = optim.create("adamw", [ref], lr=1e-2), optim.create("adamw", [low],
                                                                             lr=1e-2)
-    for _ in range(300):  # while steps are large: below half a bf16 ulp, bf16 weights stall
+    for _ in range(300):
         step_with(opt_ref, [ref], [ref.detach() - target])
+        with torch.no_grad():
+            ref.copy_(ref.to(torch.bfloat16).float())
         step_with(opt_low, [low], [(low.detach().float() - target).to(torch.bfloat16)])
-    assert (low.detach().float() - ref.detach()).abs().max() < 0.05
+    ulp = 2.0 ** -7 * target.abs().max().item()
+    assert (low.detach().float() - ref.detach()).abs().max() <= 2 * ulp
+    assert (low.detach().float() - target).abs().mean() < 0.5 * target.abs().mean()  # trained
     assert low.dtype == torch.bfloat16
     assert opt_low.state[low]["exp_avg_sq"].dtype == torch.float32
-    moved, ref_moved = low.detach().float() - start, ref.detach() - start
-    assert torch.linalg.vector_norm(moved - ref_moved) < 0.15 * torch.linalg.vector_norm(ref_moved)
     buffer = io.BytesIO()
     torch.save(opt_low.state_dict(), buffer)
     buffer.seek(0)
