@@ -49,7 +49,7 @@ def dcsbm(
     Splits: ``split`` = (train, val, test) fractions, applied within each class so every
     mask keeps the class proportions. ``data.degree`` holds the node degrees (long).
     """
-    split = _check_args(
+    split = check_dcsbm_args(
         num_nodes, num_classes, avg_degree, exponent, homophily, feature_dim, snr, split
     )
     rng = np.random.default_rng(seed)
@@ -75,7 +75,7 @@ def dcsbm(
     )
 
 
-def _check_args(
+def check_dcsbm_args(
     num_nodes, num_classes, avg_degree, exponent, homophily, feature_dim, snr, split
 ) -> tuple[float, float, float]:
     """Reject bad arguments before any sampling, naming the argument and what is allowed."""

@@ -1,0 +1,36 @@
+"""The `adamlab` console script: `adamlab train ...` and `adamlab study ...`.
+
+Both subcommands are Hydra apps, so every override, `-m`, `hydra.run.dir=...` and
+`--help` work as Hydra users expect.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: adamlab {train,study} [overrides ...]
+
+  adamlab train pipeline=gnn data=cora model=gcn optim=adamw optim.lr=0.01 seed=0
+  adamlab train -m pipeline=gnn optim=adam,adamw,amsgrad seed=0,1,2
+  adamlab train --help          config groups and their choices
+  adamlab study --list          the studies
+  adamlab study clip            run one
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("train", "study"):
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    command, rest = argv[0], argv[1:]
+    sys.argv = [f"adamlab {command}", *rest]
+    if command == "train":
+        from pipelines.train import main as app
+    else:
+        from pipelines.study import main as app
+    app()
+
+
+if __name__ == "__main__":
+    main()

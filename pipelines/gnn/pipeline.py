@@ -1,0 +1,80 @@
+"""The GNN pipeline: config → graph + model, and the degree-bucket report."""
+
+from __future__ import annotations
+
+from data.graphs import GraphDataModule, accuracy_by_degree, degree_group_loss_variance
+from data.graphs.dcsbm import check_dcsbm_args
+from pipelines.harness.errors import ConfigError
+
+from . import figures
+from .models import EMBEDDINGS, MODELS
+from .module import NodeClassification
+
+SYNTHETIC_KEYS = ("num_nodes", "num_classes", "avg_degree", "exponent", "homophily",
+                  "feature_dim", "snr", "split", "seed")
+
+
+class GNNPipeline:
+    monitor = ("val_acc", "max")
+
+    def validate(self, cfg) -> None:
+        m, d = cfg.model, cfg.data
+        if m is None or m.get("name") not in MODELS:
+            raise ConfigError("model.name", m and m.get("name"), "one of " + ", ".join(MODELS))
+        if m.embedding not in EMBEDDINGS:
+            raise ConfigError("model.embedding", m.embedding, "null, input or concat")
+        for key in ("hidden", "num_layers", "embedding_dim"):
+            if not isinstance(m.get(key), int) or m[key] < 1:
+                raise ConfigError(f"model.{key}", m.get(key), "an integer >= 1")
+        if not 0 <= m.dropout < 1:
+            raise ConfigError("model.dropout", m.dropout, "a number in [0, 1)")
+        if d is None or d.get("name") not in ("synthetic", "planetoid"):
+            raise ConfigError("data.name", d and d.get("name"), "synthetic or planetoid")
+        try:  # checks arguments (and for Planetoid, the raw files) before anything is built
+            self._datamodule(cfg).prepare_data() if d.name == "planetoid" else self._check(d)
+        except (ValueError, FileNotFoundError, RuntimeError) as error:
+            raise ConfigError.under("data", error) from None
+
+    @staticmethod
+    def _check(d) -> None:
+        check_dcsbm_args(**{k: d[k] for k in SYNTHETIC_KEYS if k != "seed"})
+
+    @staticmethod
+    def _datamodule(cfg) -> GraphDataModule:
+        d = cfg.data
+        if d.name == "planetoid":
+            return GraphDataModule("planetoid", name=d.dataset, root=d.root, raw_dir=d.raw_dir,
+                                   download=d.download)
+        kwargs = {k: d[k] for k in SYNTHETIC_KEYS}
+        kwargs["split"] = tuple(kwargs["split"])
+        return GraphDataModule("synthetic", **kwargs)
+
+    def build(self, cfg):
+        dm = self._datamodule(cfg)
+        data = dm.data
+        if cfg.data.name == "planetoid":  # row-normalised bag-of-words, as in Kipf & Welling
+            data.x = data.x / data.x.sum(1, keepdim=True).clamp(min=1)
+        module = NodeClassification(cfg, dm.num_features, dm.num_classes, data.num_nodes)
+        return module, dm
+
+    def summary(self, trainer, module, dm) -> dict:
+        data, best = dm.data, module.best
+        out = {"val_acc": best["val_acc"], "test_acc": best["test_acc"],
+               "best_epoch": best["epoch"]}
+        if module.best_nodes:
+            pred, loss = module.best_nodes["pred"], module.best_nodes["loss"]
+            out["test_acc_by_degree"] = accuracy_by_degree(pred, data.y, data.degree,
+                                                            data.test_mask)
+            out["test_loss_variance_across_degree_groups"] = degree_group_loss_variance(
+                loss, data.degree, data.test_mask)
+        return out
+
+    def figures(self, trainer, module, dm, out_dir) -> list:
+        paths = []
+        if module.best_nodes:
+            paths.append(figures.by_degree(dm.data, module.best_nodes, out_dir))
+        if module.model.embedding is not None and trainer.optimizers:
+            paths.append(figures.embedding_step_vs_degree(
+                trainer.optimizers[0], module.model.embedding.weight, dm.data.degree, out_dir))
+        return paths
+

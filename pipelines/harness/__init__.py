@@ -1,0 +1,1 @@
+"""The shared training harness: config validation, optimizers, loggers, callbacks, run dir."""

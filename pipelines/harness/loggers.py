@@ -1,0 +1,74 @@
+"""CSV always; W&B offline by default, and never allowed to stop training.
+
+A user with an account sets ``WANDB_MODE=online``. Any W&B failure (no key, a bad
+directory, a network error while logging) becomes a warning and the run goes on with CSV.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from omegaconf import OmegaConf
+
+
+class SafeWandbLogger(WandbLogger):
+    """WandbLogger whose logging calls warn instead of raising."""
+
+    def _safely(self, name, *args, **kwargs):
+        try:
+            return getattr(super(), name)(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - logging must never kill training
+            warnings.warn(f"W&B {name} failed ({error!r}); continuing with CSV only",
+                          stacklevel=2)
+
+    def log_metrics(self, *args, **kwargs):
+        return self._safely("log_metrics", *args, **kwargs)
+
+    def log_hyperparams(self, *args, **kwargs):
+        return self._safely("log_hyperparams", *args, **kwargs)
+
+    def log_image(self, *args, **kwargs):
+        return self._safely("log_image", *args, **kwargs)
+
+    def after_save_checkpoint(self, *args, **kwargs):
+        return self._safely("after_save_checkpoint", *args, **kwargs)
+
+
+def build_loggers(cfg, run_dir: Path) -> list:
+    loggers = [CSVLogger(save_dir=str(run_dir), name="", version="csv")]
+    wb = cfg.logger.wandb
+    if wb.enabled:
+        wandb_logger = _wandb(cfg, wb, run_dir)
+        if wandb_logger is not None:
+            loggers.append(wandb_logger)
+    return loggers
+
+
+def _wandb(cfg, wb, run_dir: Path):
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        logger = SafeWandbLogger(
+            project=wb.project, group=wb.group, name=wb.name, tags=list(wb.tags),
+            save_dir=str(run_dir), id=wb.get("id"), resume="allow" if wb.get("id") else None,
+            log_model=bool(wb.log_checkpoints),
+            config=OmegaConf.to_container(cfg, resolve=True))
+        _ = logger.experiment  # start the run now, so a failure surfaces here
+        return logger
+    except Exception as error:  # noqa: BLE001
+        warnings.warn(f"W&B could not start ({error!r}); training goes on with CSV only",
+                      stacklevel=2)
+        return None
+
+
+def wandb_dir(loggers) -> str | None:
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            try:
+                return logger.experiment.dir
+            except Exception:  # noqa: BLE001
+                return None
+    return None
