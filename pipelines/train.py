@@ -23,9 +23,9 @@ from lightning.pytorch.callbacks import (
 )
 
 from pipelines import registry
-from pipelines.harness.callbacks import OptimizerTelemetry, RNGState
+from pipelines.harness.callbacks import OptimizerTelemetry, StepSeeds
 from pipelines.harness.checkpoint_io import AtomicCheckpointIO
-from pipelines.harness.loggers import build_loggers, wandb_dir
+from pipelines.harness.loggers import build_loggers, finish, wandb_dir
 from pipelines.harness.run_dir import write_config, write_summary
 from pipelines.harness.validation import resume_checkpoint, validate_common
 
@@ -56,10 +56,13 @@ def run(cfg, run_dir: Path) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     metrics = pipeline.summary(trainer, module, datamodule)
     figures = [str(p) for p in pipeline.figures(trainer, module, datamodule, run_dir) if p]
-    summary = write_summary(run_dir, cfg.pipeline.name, metrics, time.perf_counter() - started,
-                            {"figures": figures, "wandb_dir": wandb_dir(loggers)})
+    wandb = wandb_dir(loggers)
+    finish(loggers)
     if trainer.is_global_zero:
-        _report(run_dir, figures, wandb_dir(loggers), summary)
+        summary = write_summary(run_dir, cfg.pipeline.name, metrics,
+                                time.perf_counter() - started,
+                                {"figures": figures, "wandb_dir": wandb})
+        _report(run_dir, figures, wandb, summary)
     return metrics
 
 
@@ -69,10 +72,11 @@ def _callbacks(cfg, run_dir: Path, monitor, mode) -> list:
                         mode=mode, save_top_k=1 if monitor else 0,
                         filename="best-{epoch}" if monitor else None),
         LearningRateMonitor(logging_interval="step"),
-        TQDMProgressBar(refresh_rate=max(1, cfg.trainer.log_every_n_steps)),
         OptimizerTelemetry(cfg.telemetry_every),
-        RNGState(),
+        StepSeeds(cfg.seed),
     ]
+    if cfg.trainer.enable_progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.trainer.log_every_n_steps)))
     if cfg.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     return callbacks

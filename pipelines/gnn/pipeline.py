@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
+
 from data.graphs import GraphDataModule, accuracy_by_degree, degree_group_loss_variance
 from data.graphs.dcsbm import check_dcsbm_args
 from pipelines.harness.errors import ConfigError
@@ -58,6 +62,9 @@ class GNNPipeline:
         return module, dm
 
     def summary(self, trainer, module, dm) -> dict:
+        if module.best["epoch"] < 0:  # trained in spawned processes (ddp_spawn): read rank 0's
+            module.on_load_checkpoint(torch.load(
+                Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt", weights_only=False))
         data, best = dm.data, module.best
         out = {"val_acc": best["val_acc"], "test_acc": best["test_acc"],
                "best_epoch": best["epoch"]}

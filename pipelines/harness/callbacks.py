@@ -41,22 +41,20 @@ class OptimizerTelemetry(L.Callback):
                 pl_module.log_dict(values, on_step=True, on_epoch=False, batch_size=1)
 
 
-class RNGState(L.Callback):
-    """Puts the Python, NumPy and torch RNG states into every checkpoint and restores them,
-    so that a resumed run draws the same dropout masks as an uninterrupted one."""
+class StepSeeds(L.Callback):
+    """Reseeds Python, NumPy and torch from (seed, global step) before every training batch.
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-        checkpoint["rng_states"] = {"python": random.getstate(),
-                                    "numpy": np.random.get_state(),
-                                    "torch": torch.get_rng_state()}
+    Dropout masks and any other draws inside a step are then a function of the step alone,
+    so a resumed run trains exactly as an uninterrupted one, with no RNG state to carry in
+    checkpoints. (Data order is the datamodule's business: give shuffling loaders their own
+    seeded generator.)
+    """
 
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
-        self._pending = checkpoint.get("rng_states")
+    def __init__(self, seed: int):
+        self.seed = seed
 
-    def on_train_start(self, trainer, pl_module):
-        states = getattr(self, "_pending", None)
-        if states:
-            random.setstate(states["python"])
-            np.random.set_state(states["numpy"])
-            torch.set_rng_state(states["torch"])
-            self._pending = None
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        s = (self.seed * 1_000_003 + trainer.global_step) % (2**32)
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)

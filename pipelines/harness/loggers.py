@@ -72,3 +72,13 @@ def wandb_dir(loggers) -> str | None:
             except Exception:  # noqa: BLE001
                 return None
     return None
+
+
+def finish(loggers) -> None:
+    """Close the W&B run so its summary and history are flushed to the run directory."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            try:
+                logger.experiment.finish()
+            except Exception as error:  # noqa: BLE001
+                warnings.warn(f"W&B finish failed ({error!r})", stacklevel=2)

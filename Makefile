@@ -1,0 +1,37 @@
+# adamlab: `make run` trains the default job on embedded data; `make test` runs the suite.
+# Everything installs into .venv. TORCH pins the torch build: here the CPU wheel on local
+# disk; on a GPU machine the same pin pulls the CUDA build from PyPI.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+export WANDB_MODE ?= offline
+
+.PHONY: install run test test-slow lint bench studies clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+run: install
+	$(BIN)/adamlab train experiment=quick
+
+test: install
+	$(BIN)/pytest -q
+
+test-slow: install
+	$(BIN)/pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/optim_step.py
+
+clean:
+	rm -rf $(VENV) runs .cache

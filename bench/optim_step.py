@@ -1,0 +1,108 @@
+"""Median optimizer step time: each preset against torch's fastest path for the same algorithm.
+
+    python bench/optim_step.py [--device cuda] [--repeats 5] [--steps 20]
+
+Shapes: (a) 500 tensors of 128x128 and (b) 4 tensors of 2048x1024, float32. For each
+case the two optimizers are timed in alternation, `repeats` times, and the ratio of
+medians is printed (ours / torch). Torch's best path: fused where torch has it (Adam,
+AdamW, SGD), foreach otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import optim
+
+SHAPES = {"500x128x128": [(128, 128)] * 500, "4x2048x1024": [(2048, 1024)] * 4}
+
+
+def _torch(cls, **kw):
+    return lambda ps, fused: cls(ps, **kw, **({"fused": True} if fused else {"foreach": True}))
+
+
+# name: (our factory, torch factory, torch has a fused kernel for it)
+CASES = {
+    "adam": (lambda ps: optim.create("adam", ps), _torch(torch.optim.Adam), True),
+    "adamw": (lambda ps: optim.create("adamw", ps), _torch(torch.optim.AdamW), True),
+    "amsgrad": (lambda ps: optim.create("amsgrad", ps), _torch(torch.optim.Adam, amsgrad=True),
+                True),
+    "sgd": (lambda ps: optim.create("sgd", ps, momentum=0.9),
+            _torch(torch.optim.SGD, lr=1e-2, momentum=0.9), True),
+    "nadam": (lambda ps: optim.create("nadam", ps), _torch(torch.optim.NAdam), False),
+    "radam": (lambda ps: optim.create("radam", ps), _torch(torch.optim.RAdam), False),
+    "adamax": (lambda ps: optim.create("adamax", ps), _torch(torch.optim.Adamax), False),
+    "rmsprop": (lambda ps: optim.create("rmsprop", ps), _torch(torch.optim.RMSprop), False),
+    "adabelief": (lambda ps: optim.create("adabelief", ps), _torch(torch.optim.Adam), False),
+    "yogi": (lambda ps: optim.create("yogi", ps), _torch(torch.optim.Adam), False),
+    # clipped chains against torch's own clip_grad_norm_ + the same algorithm
+    "adamw+clip(grad)": (lambda ps: optim.create("adamw", ps, clip=1.0),
+                         _torch(torch.optim.AdamW), True),
+    "adam+clip(update)": (lambda ps: optim.create("adam", ps, clip=1.0, clip_at="update"),
+                          _torch(torch.optim.Adam), False),
+}
+CLIPPED_REFERENCE = {"adamw+clip(grad)", "adam+clip(update)"}
+
+
+def _params(shapes, device):
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(s, generator=gen).to(device).requires_grad_() for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen).to(device) * 1e-2
+    return params
+
+
+def _time(opt, params, steps, clip_first, device) -> float:
+    """Median seconds per step."""
+    times = []
+    for _ in range(steps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        if clip_first:
+            torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+        opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench(shape_name, name, repeats, steps, device):
+    ours_factory, torch_factory, fused = CASES[name]
+    ours_p, ref_p = _params(SHAPES[shape_name], device), _params(SHAPES[shape_name], device)
+    ours, ref = ours_factory(ours_p), torch_factory(ref_p, fused and device in ("cpu", "cuda"))
+    for opt, ps in ((ours, ours_p), (ref, ref_p)):  # warm up, allocate state
+        _time(opt, ps, 3, False, device)
+    ours_t, ref_t = [], []
+    for _ in range(repeats):
+        ours_t.append(_time(ours, ours_p, steps, False, device))
+        ref_t.append(_time(ref, ref_p, steps, name in CLIPPED_REFERENCE, device))
+    return statistics.median(ours_t), statistics.median(ref_t), "fused" if fused else "foreach"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--cases", nargs="*", default=list(CASES))
+    args = parser.parse_args()
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(f"{'shape':<13} {'preset':<18} {'ours ms':>8} {'torch ms':>9} {'torch path':<11} "
+          f"{'ratio':>6}")
+    for shape_name in SHAPES:
+        for name in args.cases:
+            ours, ref, path = bench(shape_name, name, args.repeats, args.steps, args.device)
+            if name in CLIPPED_REFERENCE:
+                path = "clip+" + path
+            print(f"{shape_name:<13} {name:<18} {ours * 1e3:8.2f} {ref * 1e3:9.2f} {path:<11} "
+                  f"{ours / ref:6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
