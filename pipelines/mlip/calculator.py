@@ -9,6 +9,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from data.atoms import atoms_to_graph, collate_atoms
+from pipelines.mlip.checkpoint import load_model
 from pipelines.mlip.models import AtomisticModel
 
 
@@ -46,6 +47,12 @@ class MLIPCalculator(Calculator):
     @classmethod
     def from_model(cls, model: AtomisticModel, **kwargs) -> MLIPCalculator:
         """Calculator for an in-memory model (checkpoint loaders build on this)."""
+        return cls(model, **kwargs)
+
+    @classmethod
+    def from_checkpoint(cls, path, **kwargs) -> MLIPCalculator:
+        """Calculator for a Lightning checkpoint of the mlip pipeline (see ``load_model``)."""
+        model, _ = load_model(path)
         return cls(model, **kwargs)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):

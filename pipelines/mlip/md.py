@@ -3,17 +3,28 @@
 A potential with discontinuous or inconsistent forces heats or cools an NVE run; one that has
 never seen short distances lets atoms fall into each other. Both show up here as a drift (slope
 of total energy per atom vs time), a max |ΔE|, or a collapsed pair distance.
+
+    python -m pipelines.mlip.md --ckpt runs/mlip/<run>/checkpoints/last.ckpt --steps 1000
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+
+import ase.io
 import numpy as np
 from ase import Atoms, units
+from ase.build import bulk
 from ase.calculators.calculator import Calculator
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
 from data.atoms import min_pair_distance
+from pipelines.mlip.calculator import MLIPCalculator
+from pipelines.mlip.checkpoint import load_model
+
+TRACE_KEYS = ("time_ps", "total_energy_ev_per_atom", "temperature_K")
 
 
 class _Stop(Exception):
@@ -80,3 +91,41 @@ def _summary(trace: dict, timestep_fs: float, collapse_distance: float) -> dict:
         "total_energy_ev_per_atom": etot.tolist(),
         "temperature_K": trace["temperature"],
     }
+
+
+def md_cell(cfg: dict, structure: str | None = None) -> Atoms:
+    """The cell to run: the first frame of ``structure``, else for EMT-trained potentials the
+    32-atom cubic fcc cell of the training element (other data needs ``structure``)."""
+    if structure is not None:
+        return ase.io.read(structure, index=0)
+    data = cfg.get("data", {})
+    if data.get("name") != "emt":
+        raise ValueError(f"data={data.get('name')}: pass --structure, a file with the MD cell")
+    return bulk(data["element"], "fcc", cubic=True).repeat(2)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python -m pipelines.mlip.md --ckpt PATH``: NVE with a trained checkpoint, JSON out."""
+    parser = argparse.ArgumentParser(description=main.__doc__.split(":")[1].strip())
+    parser.add_argument("--ckpt", required=True, help="Lightning checkpoint of the mlip pipeline")
+    parser.add_argument("--structure", help="extxyz/any ASE file; default: 32-atom fcc cell")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--timestep-fs", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=300.0, help="initial, in K")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--trace", action="store_true", help="include the logged trace")
+    args = parser.parse_args(argv)
+    model, cfg = load_model(args.ckpt)
+    calc = MLIPCalculator(model, device=args.device)
+    atoms = md_cell(cfg, args.structure)
+    result = run_nve(atoms, calc, args.steps, args.timestep_fs, args.temperature, args.seed)
+    if not args.trace:
+        result = {k: v for k, v in result.items() if k not in TRACE_KEYS}
+    result.update(n_atoms=len(atoms), timestep_fs=args.timestep_fs, checkpoint=args.ckpt)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
