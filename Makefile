@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	$(BIN)/adamlab train experiment=quick
+	$(BIN)/adamlab train pipeline=rl algo=ppo env.id=CartPole-v1 optim=adam optim.eps=1e-5 \
+		pipeline.total_timesteps=30000
+	$(BIN)/adamlab train pipeline=mlip data=emt model=schnet data.n_configs=200 \
+		trainer.max_epochs=10
 
 test: install
 	$(BIN)/pytest -q
@@ -32,6 +36,9 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/optim_step.py
+
+studies: install
+	$(BIN)/python -m pipelines.study --all-quick
 
 clean:
 	rm -rf $(VENV) runs .cache

@@ -1,0 +1,64 @@
+"""The algorithm registry, and ``algo`` config -> hyperparameter dataclass, checked.
+
+Each algorithm module exposes a hyperparameter dataclass and three functions:
+``collect(collector, agent, hp, generator) -> Rollout``, ``prepare(agent, rollout, hp) ->
+Batch`` and ``update(agent, batch, hp, step, progress, generator) -> metrics``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import ModuleType
+
+from omegaconf import OmegaConf
+
+from pipelines.harness.errors import ConfigError
+from pipelines.rl import a2c, ppo, reinforce
+
+ALGOS: dict[str, tuple[ModuleType, type]] = {
+    "ppo": (ppo, ppo.PPOConfig),
+    "a2c": (a2c, a2c.A2CConfig),
+    "reinforce": (reinforce, reinforce.ReinforceConfig),
+}
+POSITIVE_INT = ("n_steps", "update_epochs", "minibatch_size")
+UNIT_INTERVAL = ("gamma", "gae_lambda")
+NON_NEGATIVE = ("ent_coef", "vf_coef")
+
+
+def resolve(algo_cfg) -> tuple[ModuleType, object]:
+    """The algorithm module and its hyperparameters; ConfigError names the bad key."""
+    spec = OmegaConf.to_container(algo_cfg, resolve=True) if OmegaConf.is_config(algo_cfg) \
+        else dict(algo_cfg)
+    name = spec.pop("name", None)
+    if name not in ALGOS:
+        raise ConfigError("algo.name", name, "one of " + ", ".join(ALGOS))
+    module, config_cls = ALGOS[name]
+    allowed = {f.name: f for f in dataclasses.fields(config_cls)}
+    for key, value in spec.items():
+        if key not in allowed:
+            raise ConfigError(f"algo.{key}", value,
+                              f"a {name} hyperparameter: one of " + ", ".join(allowed))
+        _check(key, value, allowed[key].default)
+    if "hidden" in spec:
+        spec["hidden"] = tuple(spec["hidden"])
+    return module, config_cls(**spec)
+
+
+def _check(key: str, value, default) -> None:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"algo.{key}", value, "true or false")
+    elif key == "hidden":
+        if not value or not all(isinstance(v, int) and v > 0 for v in value):
+            raise ConfigError("algo.hidden", value, "a non-empty list of positive layer widths")
+    elif key in POSITIVE_INT:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"algo.{key}", value, "a positive integer")
+    elif not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError(f"algo.{key}", value, "a number")
+    elif key in UNIT_INTERVAL and not 0 <= value <= 1:
+        raise ConfigError(f"algo.{key}", value, "a number in [0, 1]")
+    elif key in NON_NEGATIVE and value < 0:
+        raise ConfigError(f"algo.{key}", value, "a number >= 0")
+    elif key == "clip_coef" and value <= 0:
+        raise ConfigError("algo.clip_coef", value, "a number > 0")

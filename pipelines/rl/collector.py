@@ -1,0 +1,134 @@
+"""Rollout collection with the current policy, and the episode bookkeeping around it.
+
+The collector owns everything a resumed run needs besides the weights and the optimizer:
+the env-step counter, the last observation, the returns of episodes in flight, the finished
+episodes, when the return threshold was first reached, and (where gymnasium allows) the
+envs themselves.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from data.rollouts import Rollout
+from pipelines.rl import envs as rl_envs
+from pipelines.rl.agent import Agent
+
+
+class Collector:
+    """Steps a SAME_STEP-autoreset vector env (see ``pipelines.rl.envs``) with an agent.
+
+    ``threshold``: ``steps_to_threshold`` is the env-step count at which the mean return of
+    the last ``window`` finished episodes first reaches it (None: never, or no threshold).
+    """
+
+    def __init__(self, envs: gym.vector.VectorEnv, gamma: float, seed: int,
+                 threshold: float | None = None, window: int = 20) -> None:
+        self.envs, self.gamma, self.seed = envs, gamma, seed
+        self.threshold, self.window = threshold, window
+        self.num_envs = envs.num_envs
+        space = envs.single_action_space
+        self.bounds = (space.low, space.high) if isinstance(space, gym.spaces.Box) else None
+        self.env_steps = 0
+        self.episodes: list[tuple[int, float, int]] = []  # (env step at its end, return, length)
+        self.steps_to_threshold: int | None = None
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start fresh episodes in every env (episodes in flight are dropped)."""
+        self.obs, _ = self.envs.reset(seed=seed)
+        self.running_return = np.zeros(self.num_envs)
+        self.running_length = np.zeros(self.num_envs, dtype=np.int64)
+
+    def steps(self, agent: Agent, n_steps: int, generator: torch.Generator) -> Rollout:
+        """``n_steps`` transitions per env, continuing the episodes in flight."""
+        return self._collect(agent, generator, n_steps)
+
+    def episodes_per_env(self, agent: Agent, generator: torch.Generator) -> Rollout:
+        """Whole episodes from fresh resets: step until every env has finished one, keep each
+        env's complete episodes and mark its unfinished tail invalid."""
+        self.reset()
+        return self._collect(agent, generator, None)
+
+    def _collect(self, agent: Agent, generator: torch.Generator, n_steps: int | None) -> Rollout:
+        device = next(agent.parameters()).device
+        columns = {key: [] for key in ("obs", "actions", "logprobs", "values", "rewards",
+                                       "dones")}
+        last_done = np.full(self.num_envs, -1)
+        t = 0
+        while (t < n_steps) if n_steps is not None else (last_done < 0).any():
+            obs = torch.as_tensor(self.obs, dtype=torch.float32, device=device)
+            action, logprob, value = agent.act(obs, generator)
+            reward, done = self._step(agent, action.cpu().numpy(), device)
+            done_t = torch.as_tensor(done, dtype=torch.float32, device=device)
+            for key, item in zip(columns, (obs, action, logprob, value, reward, done_t),
+                                 strict=True):
+                columns[key].append(item)
+            last_done[done] = t
+            t += 1
+        rollout = {key: torch.stack(items) for key, items in columns.items()}
+        valid = torch.ones_like(rollout["rewards"])
+        if n_steps is None:
+            steps = torch.arange(t, device=device)[:, None]
+            valid = (steps <= torch.as_tensor(last_done, device=device)).float()
+        obs = torch.as_tensor(self.obs, dtype=torch.float32, device=device)
+        with torch.no_grad():
+            last_value = agent.value(obs)
+        return Rollout(**rollout, valid=valid, last_value=last_value)
+
+    def _step(self, agent: Agent, action: np.ndarray, device) -> tuple[torch.Tensor, np.ndarray]:
+        """One vector step: the learning reward (truncations bootstrapped) and done flags."""
+        env_action = np.clip(action, *self.bounds) if self.bounds is not None else action
+        self.obs, reward, terminated, truncated, infos = self.envs.step(env_action)
+        self.env_steps += self.num_envs
+        self._count(reward, terminated | truncated)
+        learn_reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
+        cut = truncated & ~terminated
+        if cut.any():
+            final = torch.as_tensor(rl_envs.final_observations(infos, cut), dtype=torch.float32,
+                                    device=device)
+            with torch.no_grad():
+                learn_reward[torch.as_tensor(cut, device=device)] += self.gamma * agent.value(final)
+        return learn_reward, terminated | truncated
+
+    def _count(self, reward: np.ndarray, done: np.ndarray) -> None:
+        self.running_return += reward
+        self.running_length += 1
+        for i in np.flatnonzero(done):
+            self.episodes.append((self.env_steps, float(self.running_return[i]),
+                                  int(self.running_length[i])))
+            self.running_return[i], self.running_length[i] = 0.0, 0
+            if self.steps_to_threshold is None and self.threshold is not None:
+                recent = self.recent_mean()
+                if recent is not None and recent >= self.threshold:
+                    self.steps_to_threshold = self.env_steps
+
+    def recent_mean(self) -> float | None:
+        """Mean return of the last ``window`` finished episodes (None before ``window``)."""
+        if len(self.episodes) < self.window:
+            return None
+        return float(np.mean([ret for _, ret, _ in self.episodes[-self.window:]]))
+
+    def state_dict(self) -> dict:
+        return {"env_steps": self.env_steps, "obs": torch.as_tensor(self.obs),
+                "running_return": torch.as_tensor(self.running_return),
+                "running_length": torch.as_tensor(self.running_length),
+                "episodes": [list(e) for e in self.episodes],
+                "steps_to_threshold": self.steps_to_threshold,
+                "envs": rl_envs.snapshot(self.envs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore counters and episodes; the envs exactly where a snapshot exists, otherwise
+        fresh episodes seeded from the step count (the episodes in flight are lost)."""
+        self.env_steps = state["env_steps"]
+        self.episodes = [tuple(e) for e in state["episodes"]]
+        self.steps_to_threshold = state["steps_to_threshold"]
+        if state["envs"] is None:
+            self.reset(self.seed + self.env_steps)
+            return
+        self.envs = rl_envs.restore(self.envs, state["envs"])
+        self.obs = state["obs"].numpy().copy()
+        self.running_return = state["running_return"].numpy().copy()
+        self.running_length = state["running_length"].numpy().copy()

@@ -1,0 +1,236 @@
+"""mlip pipeline: config checks, a tiny fit end to end, checkpoint -> ASE calculator, MD command.
+
+Configs are composed from the real config files (``adamlab train pipeline=mlip ...``) with tiny
+overrides: 4-atom EMT cells, a 16-wide SchNet, two or three epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import EMAWeightAveraging
+
+from pipelines.harness.errors import ConfigError
+from pipelines.mlip import md
+from pipelines.mlip.calculator import MLIPCalculator
+from pipelines.mlip.checkpoint import load_model
+from pipelines.mlip.metrics import EnergyForceMetrics
+from pipelines.mlip.pipeline import MLIPPipeline
+from pipelines.train import CONFIGS, run
+
+TINY_EMT = ["data.n_configs=40", "+data.size=[1,1,1]", "+data.snapshots_per_run=5"]
+TINY = [
+    "model.cutoff=4.0",
+    "model.hidden=16",
+    "model.num_interactions=2",
+    "model.num_rbf=8",
+    "pipeline.batch_size=8",
+    "trainer.max_epochs=3",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cfg(cache, *overrides):
+    """Tiny settings; ``cache`` is the EMT cache dir, None for file data (``data=extxyz``)."""
+    data = [f"data.cache_dir={cache}", *TINY_EMT] if cache is not None else []
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose("train", ["pipeline=mlip", *data, *TINY, *overrides])
+
+
+def _fit(cfg, root, callbacks=()):
+    pipeline = MLIPPipeline()
+    pipeline.validate(cfg)
+    L.seed_everything(0, verbose=False)
+    module, datamodule = pipeline.build(cfg)
+    trainer = L.Trainer(
+        max_epochs=cfg.trainer.max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+        default_root_dir=root,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return pipeline, trainer, module, datamodule
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """Force clipping and the max-force filter on, weights averaged, checkpoint saved."""
+    root = tmp_path_factory.mktemp("fit")
+    cfg = _cfg(
+        root / "cache",
+        "pipeline.force_clip=0.5",
+        "pipeline.max_force=10.0",
+        "optim.lr=3e-3",
+        "clip=grad_norm",
+        "clip.max_norm=10",
+    )
+    pipeline, trainer, module, datamodule = _fit(cfg, root, [EMAWeightAveraging(decay=0.9)])
+    ckpt = root / "model.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return dict(pipeline=pipeline, trainer=trainer, module=module, dm=datamodule, ckpt=ckpt)
+
+
+# ---------------------------------------------------------------- validate
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.name=mace", "model.name"),
+        ("model.cutoff=0", "model.cutoff"),
+        ("model.cutoff=-2.5", "model.cutoff"),
+        ("model.hidden=0", "model.hidden"),
+        ("+model.heads=4", "model.heads"),
+        ("pipeline.energy_weight=-1", "pipeline.energy_weight"),
+        ("pipeline.force_weight=-0.1", "pipeline.force_weight"),
+        ("pipeline.force_clip=0", "pipeline.force_clip"),
+        ("pipeline.max_force=-5", "pipeline.max_force"),
+        ("pipeline.batch_size=0", "pipeline.batch_size"),
+        ("pipeline.dtype=float16", "pipeline.dtype"),
+        ("pipeline.test_fraction=0.95", "pipeline.test_fraction"),
+        ("+pipeline.ema=0.99", "pipeline.ema"),
+        ("data.element=Fe", "data.element"),
+        ("data.element=O", "data.element"),
+        ("data.n_configs=0", "data.n_configs"),
+        ("+data.temperature=300", "data.temperature"),
+        ("data=extxyz", "data.train"),
+        ("data=extxyz data.train=/nonexistent/train.xyz", "data.train"),
+        ("data=ase_db data.train=/nonexistent/train.db", "data.train"),
+    ],
+)
+def test_validate_names_the_bad_key(tmp_path, override, key):
+    files = override.startswith("data=")
+    cfg = _cfg(None if files else tmp_path / "cache", *override.split())
+    with pytest.raises(ConfigError) as error:
+        MLIPPipeline().validate(cfg)
+    assert error.value.key == key
+    assert not (tmp_path / "cache").exists()  # nothing generated before the check
+
+
+def test_validate_accepts_the_defaults_and_files(tmp_path):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        MLIPPipeline().validate(compose("train", ["pipeline=mlip"]))
+    (tmp_path / "train.xyz").write_text("")
+    train = f"data.train={tmp_path}/train.xyz"
+    MLIPPipeline().validate(_cfg(None, "data=extxyz", train))
+    missing = _cfg(None, "data=extxyz", train, f"data.test={tmp_path}/test.xyz")
+    with pytest.raises(ConfigError, match="data.test"):
+        MLIPPipeline().validate(missing)
+
+
+# ---------------------------------------------------------------- fit
+
+
+def test_fit_logs_errors_and_force_handling(fitted):
+    logged = fitted["trainer"].callback_metrics
+    for key in ("val_force_mae_mev_per_ang", "val_energy_rmse_mev_per_atom", "val_loss"):
+        assert torch.isfinite(logged[key])
+    dm = fitted["dm"]
+    assert dm.n_dropped > 0
+    dropped = dm.n_dropped / (dm.n_dropped + len(dm.train_structures))
+    assert logged["train_max_force_dropped_fraction"].item() == pytest.approx(dropped)
+    assert 0 < logged["train_force_clipped_fraction"].item() <= 1
+    assert all(p.dtype == torch.float32 for p in fitted["module"].parameters())
+
+
+def test_summary_keys_and_bins(fitted):
+    summary = fitted["pipeline"].summary(fitted["trainer"], fitted["module"], fitted["dm"])
+    for split in ("val", "test"):
+        for quantity in ("energy_mae_mev_per_atom", "energy_rmse_mev_per_atom",
+                         "force_mae_mev_per_ang", "force_rmse_mev_per_ang"):  # fmt: skip
+            assert math.isfinite(summary[f"{split}_{quantity}"])
+    bins = summary["test_force_mae_mev_per_ang_by_force"]
+    assert list(bins) == ["lt1", "1to5", "5to20", "gt20"]
+    n_atoms = sum(len(a) for a in fitted["dm"].test_structures)
+    assert sum(b["n_atoms"] for b in bins.values()) == n_atoms
+    assert summary["max_force_dropped"] == fitted["dm"].n_dropped
+    json.dumps(summary, allow_nan=False)
+
+
+def test_parity_figures(fitted, tmp_path):
+    paths = fitted["pipeline"].figures(fitted["trainer"], fitted["module"], fitted["dm"], tmp_path)
+    assert [p.name for p in paths] == ["parity_energy.png", "parity_forces.png"]
+    assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+def test_float64_option(tmp_path):
+    cfg = _cfg(tmp_path / "cache", "pipeline.dtype=float64", "trainer.max_epochs=1")
+    _, trainer, module, _ = _fit(cfg, tmp_path)
+    assert all(p.dtype == torch.float64 for p in module.parameters())
+    assert torch.isfinite(trainer.callback_metrics["val_force_mae_mev_per_ang"])
+
+
+# ---------------------------------------------------------------- checkpoint -> calculator, MD
+
+
+def test_checkpoint_is_a_calculator(fitted):
+    """The .ckpt alone restores model config, cutoff, reference energies and (EMA) weights."""
+    model, cfg = load_model(fitted["ckpt"])
+    assert cfg["model"]["name"] == "schnet" and model.cutoff == 4.0
+    module = fitted["module"]
+    torch.testing.assert_close(model.atom_ref, module.model.atom_ref)
+    atoms = bulk("Cu", "fcc", cubic=True).repeat((2, 1, 1))
+    atoms.rattle(0.05, seed=0)
+    atoms.calc = MLIPCalculator.from_checkpoint(fitted["ckpt"])
+    expected = MLIPCalculator.from_model(module.model)
+    assert atoms.get_potential_energy() == pytest.approx(expected.get_potential_energy(atoms))
+    np.testing.assert_allclose(atoms.get_forces(), expected.get_forces(atoms), atol=1e-5)
+
+
+def test_md_command(fitted, capsys):
+    result = md.main(["--ckpt", str(fitted["ckpt"]), "--steps", "20"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == pytest.approx(result)
+    assert result["n_atoms"] == 32 and result["steps_completed"] == 20
+    assert math.isfinite(result["energy_drift_mev_per_atom_per_ps"])
+    assert result["collapsed"] is False
+
+
+def test_harness_run_writes_summary(tmp_path):
+    """The real entry point: summary.json carries the metric names of the design brief."""
+    metrics = run(_cfg(tmp_path / "cache", "trainer.max_epochs=1"), tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["pipeline"] == "mlip"
+    for key in ("test_energy_mae_mev_per_atom", "test_force_mae_mev_per_ang"):
+        assert summary["metrics"][key] == pytest.approx(metrics[key])
+    assert (tmp_path / "run" / "parity_forces.png").is_file()
+    calc = MLIPCalculator.from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert math.isfinite(calc.get_potential_energy(bulk("Cu", "fcc", cubic=True)))
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_metrics_by_force_bin():
+    ref = torch.tensor([[0.5, 0, 0], [0, 3.0, 0], [0, 0, 30.0], [0.1, 0.1, 0.1]])
+    err = torch.tensor([[0.03, 0, 0], [0.3, 0, 0], [0, 0, 6.0], [0.0, 0.0, 0.03]])
+    batch = {"energy": torch.tensor([1.0, 2.0]), "n_atoms": torch.tensor([1, 3]), "forces": ref}
+    pred = {"energy": torch.tensor([1.01, 1.97]), "forces": ref + err}
+    metrics = EnergyForceMetrics()
+    metrics.update(pred, batch)
+    out = {k: v.item() for k, v in metrics.compute().items()}
+    assert out["energy_mae_mev_per_atom"] == pytest.approx(1000 * (0.01 + 0.01) / 2)
+    assert out["force_mae_mev_per_ang"] == pytest.approx(1000 * 6.36 / 12)
+    assert out["force_mae_mev_per_ang_lt1"] == pytest.approx(1000 * 0.06 / 6)
+    assert out["force_mae_mev_per_ang_1to5"] == pytest.approx(1000 * 0.3 / 3)
+    assert math.isnan(out["force_mae_mev_per_ang_5to20"]) and out["force_n_atoms_5to20"] == 0
+    assert out["force_n_atoms_gt20"] == 1

@@ -1,0 +1,291 @@
+"""RL pipeline: envs and autoreset, GAE, diagnostics, validation, reproducibility, resume,
+and a short learning check that a broken PPO fails. Fast (CPU, about a minute in all)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from data.rollouts import Batch, Rollout, gae
+from pipelines.harness.errors import ConfigError
+from pipelines.rl import envs as rl_envs
+from pipelines.rl.agent import Agent
+from pipelines.rl.collector import Collector
+from pipelines.rl.diagnostics import pg_gradient_stats
+from pipelines.rl.evaluate import evaluate, record_episode
+from pipelines.rl.pipeline import RLPipeline
+from pipelines.train import CONFIGS, run
+
+QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "optim.eps=1e-5"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(*overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose(config_name="train", overrides=["pipeline=rl", *QUIET, *overrides])
+
+
+def agent_for(env_id: str, **kwargs) -> Agent:
+    obs_space, action_space, _ = rl_envs.spaces(env_id, {})
+    torch.manual_seed(0)
+    return Agent(obs_space, action_space, **kwargs)
+
+
+# ---- envs, collection, autoreset ------------------------------------------------------------
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "Pendulum-v1",
+                                    "LunarLander-v3"])
+def test_envs_build_and_collect(env_id):
+    envs = rl_envs.make(env_id, 3)
+    agent = agent_for(env_id)
+    collector = Collector(envs, gamma=0.99, seed=0)
+    rollout = collector.steps(agent, 16, torch.Generator().manual_seed(0))
+    assert rollout.rewards.shape == rollout.dones.shape == (16, 3)
+    assert rollout.obs.shape[:2] == (16, 3) and rollout.last_value.shape == (3,)
+    assert rollout.actions.shape[:2] == (16, 3)
+    assert collector.env_steps == 48 and rollout.valid.all()
+    envs.close()
+
+
+def test_same_step_autoreset_keeps_every_transition():
+    """CartPole pays 1 per step: with SAME_STEP autoreset every recorded episode's return is
+    its length and the step counts add up (no reset-steps slipped into the rollout)."""
+    envs = rl_envs.make("CartPole-v1", 4)
+    collector = Collector(envs, gamma=0.99, seed=0)
+    rollout = collector.steps(agent_for("CartPole-v1"), 200, torch.Generator().manual_seed(0))
+    assert len(collector.episodes) > 10
+    assert all(ret == length for _, ret, length in collector.episodes)
+    finished = int(rollout.dones.sum())
+    assert finished == len(collector.episodes)
+    in_flight = int(collector.running_length.sum())
+    assert sum(length for *_, length in collector.episodes) + in_flight == 800
+    assert torch.equal(rollout.rewards, torch.ones(200, 4))  # no truncation in 200 steps
+
+
+def test_truncation_is_bootstrapped_with_final_observation_value():
+    """Pendulum ends only by its 200-step limit: the learning reward at the truncated step is
+    r + gamma * V(final_obs), and the final obs is the true last one, not the reset obs."""
+    agent = agent_for("Pendulum-v1")
+    seen = []
+
+    def value(obs):
+        seen.append(obs.clone())
+        return obs[:, 0] * 0 + 10.0  # V = 10 everywhere
+    agent.value = value
+    envs = rl_envs.make("Pendulum-v1", 2)
+    collector = Collector(envs, gamma=0.9, seed=0)
+    rollout = collector.steps(agent, 201, torch.Generator().manual_seed(0))
+    assert rollout.dones[199].tolist() == [1.0, 1.0] and rollout.dones[:199].sum() == 0
+    raw = [ret for _, ret, _ in collector.episodes]
+    assert rollout.rewards[:200].sum(0).tolist() == pytest.approx(
+        [r + 0.9 * 10.0 for r in raw], rel=1e-5)
+    final_obs = seen[-3]  # calls: ..., act(obs_199), final_obs, act(obs_200), last value
+    assert final_obs.shape == (2, 3) and not torch.allclose(final_obs, rollout.obs[200])
+
+
+def test_reinforce_collects_whole_episodes_and_masks_tails():
+    envs = rl_envs.make("CartPole-v1", 4)
+    collector = Collector(envs, gamma=0.99, seed=0)
+    rollout = collector.episodes_per_env(agent_for("CartPole-v1"), torch.Generator())
+    valid = rollout.valid.bool()
+    for n in range(4):
+        ends = torch.nonzero(rollout.dones[:, n]).flatten()
+        last = int(ends[-1])
+        assert valid[: last + 1, n].all() and not valid[last + 1:, n].any()
+    assert int(valid.sum()) == sum(length for *_, length in collector.episodes)
+
+
+def test_gae_matches_a_direct_computation():
+    torch.manual_seed(0)
+    T, N, gamma, lam = 7, 3, 0.9, 0.8
+    rollout = Rollout(obs=torch.zeros(T, N, 1), actions=torch.zeros(T, N),
+                      logprobs=torch.zeros(T, N), values=torch.randn(T, N),
+                      rewards=torch.randn(T, N),
+                      dones=(torch.rand(T, N) < 0.3).float(), valid=torch.ones(T, N),
+                      last_value=torch.randn(N))
+    expected = torch.zeros(T, N)
+    for n in range(N):
+        for t in range(T):
+            total, discount = 0.0, 1.0
+            for k in range(t, T):
+                next_v = rollout.last_value[n] if k == T - 1 else rollout.values[k + 1, n]
+                delta = (rollout.rewards[k, n] + gamma * next_v * (1 - rollout.dones[k, n])
+                         - rollout.values[k, n])
+                total += discount * delta
+                if rollout.dones[k, n]:
+                    break
+                discount *= gamma * lam
+            expected[t, n] = total
+    assert torch.allclose(gae(rollout, gamma, lam), expected, atol=1e-5)
+
+
+def test_pg_gradient_stats_equal_per_sample_statistics():
+    """With one sample per minibatch the statistics no longer depend on the shuffle: the
+    variance is the mean squared deviation of per-sample gradients, the cosine their mean
+    cosine to the full-batch gradient."""
+    agent = agent_for("CartPole-v1")
+    torch.manual_seed(1)
+    obs, actions, adv = torch.randn(12, 4), torch.randint(0, 2, (12,)), torch.randn(12)
+    batch = Batch(obs=obs, actions=actions, logprobs=torch.zeros(12), values=torch.zeros(12),
+                  advantages=adv, returns=torch.zeros(12))
+    stats = pg_gradient_stats(agent, batch, 12, torch.Generator().manual_seed(0))
+    norm_adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    params = agent.policy_parameters()
+
+    def grad(i):
+        loss = -(norm_adv[i] * agent.logprob(agent.dist(obs[i]), actions[i])).mean()
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)])
+    per_sample = torch.stack([grad(torch.tensor([i])) for i in range(12)])
+    full = per_sample.mean(0)
+    assert stats["pg_grad_variance"] == pytest.approx(
+        float((per_sample - full).pow(2).sum(1).mean()), rel=1e-4)
+    assert stats["pg_grad_cosine"] == pytest.approx(
+        float(torch.nn.functional.cosine_similarity(per_sample, full[None]).mean()), rel=1e-4)
+    assert stats["pg_grad_norm"] == pytest.approx(float(full.norm()), rel=1e-4)
+    assert all(p.grad is None for p in params)
+
+
+def test_greedy_evaluation_is_deterministic_and_video_is_optional(tmp_path):
+    agent = agent_for("CartPole-v1")
+    first = evaluate(agent, "CartPole-v1", {}, 3, seed=5)
+    assert np.array_equal(first, evaluate(agent, "CartPole-v1", {}, 3, seed=5))
+    video = record_episode(agent, "CartPole-v1", {}, 5, tmp_path / "eval.gif")
+    assert video is None or video.stat().st_size > 0  # None: no render backend here
+
+
+def test_env_snapshot_only_where_gymnasium_allows():
+    sync = rl_envs.make("CartPole-v1", 2)
+    sync.reset(seed=0)
+    assert rl_envs.snapshot(sync) is not None
+    lander = rl_envs.make("LunarLander-v3", 2)
+    assert rl_envs.snapshot(lander) is None  # EzPickle: pickles constructor args only
+    for envs in (sync, lander):
+        envs.close()
+
+
+# ---- validation --------------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides, key", [
+    (["env.id=CartPol-v1"], "env.id"),
+    (["env.id=FrozenLake-v1"], "env.id"),                      # Discrete observations
+    (["env.num_envs=0"], "env.num_envs"),
+    (["env.vector=threads"], "env.vector"),
+    (["algo.n_steps=0"], "algo.n_steps"),
+    (["algo.minibatch_size=512"], "algo.minibatch_size"),       # > 8 envs * 32 steps
+    (["algo.gamma=1.5"], "algo.gamma"),
+    (["+algo.lr=0.1"], "algo.lr"),                              # lr lives in optim
+    (["pipeline.total_timesteps=100"], "pipeline.total_timesteps"),
+    (["pipeline.pg_grad_minibatches=1"], "pipeline.pg_grad_minibatches"),
+    (["schedule=warmup_cosine"], "schedule.name"),              # and anneal_lr=true
+    (["algo=reinforce", "schedule=linear"], "schedule.name"),
+    (["+env.kwargs.bogus=1"], "env.kwargs"),
+])
+def test_bad_config_is_refused_before_training(overrides, key):
+    with pytest.raises(ConfigError) as error:
+        RLPipeline().validate(config(*overrides))
+    assert error.value.key == key
+
+
+def test_unknown_env_id_says_how_to_list_ids():
+    with pytest.raises(ConfigError, match=r"sorted\(gymnasium.envs.registry\)"):
+        RLPipeline().validate(config("env.id=NoSuchEnv-v0"))
+
+
+def test_every_algorithm_validates_on_discrete_and_continuous_actions():
+    for algo in ("ppo", "a2c", "reinforce"):
+        for env_id in ("CartPole-v1", "Pendulum-v1"):
+            extra = ["algo.minibatch_size=64"] if algo == "ppo" else []
+            RLPipeline().validate(config(f"algo={algo}", f"env.id={env_id}", *extra))
+
+
+# ---- through the harness ----------------------------------------------------------------------
+def _last_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+
+
+def test_same_seed_same_return_curve(tmp_path):
+    common = ("pipeline.total_timesteps=2048", "pipeline.eval_every=2")
+    a = run(config(*common), tmp_path / "a")
+    b = run(config(*common), tmp_path / "b")
+    c = run(config(*common, "seed=1"), tmp_path / "c")
+    assert a == b and a != c
+    curve = [_last_state(tmp_path / r)["rl"]["collector"]["episodes"] for r in "ab"]
+    assert curve[0] == curve[1] and len(curve[0]) > 20
+
+
+@pytest.mark.parametrize("algo, env_id, extra", [
+    ("ppo", "CartPole-v1", []),
+    ("a2c", "Pendulum-v1", ["env.num_envs=4"]),
+])
+def test_resume_continues_exactly(tmp_path, algo, env_id, extra):
+    """4 updates straight equal 2 updates + checkpoint + resume for 2 more: policy,
+    optimizer, schedule, sampling RNG, env state and counters all come back."""
+    n_steps = {"ppo": 32, "a2c": 5}[algo]
+    num_envs = 4 if extra else 8
+    common = (f"algo={algo}", f"env.id={env_id}", *extra, "pipeline.updates_per_epoch=2",
+              f"pipeline.total_timesteps={4 * n_steps * num_envs}", "pipeline.eval_every=1",
+              "algo.anneal_lr=true")
+    straight = run(config(*common), tmp_path / "straight")
+    run(config(*common, "trainer.max_epochs=1"), tmp_path / "first")
+    assert _last_state(tmp_path / "first")["rl"]["updates_done"] == 2
+    resumed = run(config(*common, f"resume={tmp_path / 'first'}"), tmp_path / "resumed")
+    assert resumed == straight
+    a, b = (_last_state(tmp_path / r) for r in ("straight", "resumed"))
+    for key, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][key]), key
+    strip = [{k: v for k, v in row.items() if k != "sps"} for row in a["rl"]["history"]]
+    assert strip == [{k: v for k, v in row.items() if k != "sps"} for row in b["rl"]["history"]]
+    assert a["rl"]["collector"]["episodes"] == b["rl"]["collector"]["episodes"]
+
+
+def test_reinforce_and_async_envs_run(tmp_path):
+    for baseline in ("true", "false"):
+        metrics = run(config("algo=reinforce", f"algo.baseline={baseline}",
+                             "pipeline.total_timesteps=1500", "env.vector=async",
+                             "env.num_envs=2"), tmp_path / baseline)
+        assert metrics["env_steps"] >= 1500 and metrics["episodes"] > 0
+
+
+def test_ppo_learns_cartpole_quickly(tmp_path):
+    """A short version of the acceptance run: the default PPO reaches a mean return of 150
+    (last 20 episodes) within 30k env steps; a learner with a sign error or no updates
+    stays near 20."""
+    metrics = run(config("pipeline.total_timesteps=30000", "pipeline.threshold=150",
+                         "pipeline.eval_every=0", "pipeline.pg_grad_every=10"), tmp_path)
+    assert metrics["steps_to_threshold"] is not None and metrics["steps_to_threshold"] <= 30000
+
+
+def test_adamlab_train_rl_end_to_end(tmp_path):
+    """The user's command, on a tiny budget: summary.json, CSV metrics, figures."""
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    cmd = [str(Path(sys.executable).parent / "adamlab"), "train", "pipeline=rl", "algo=ppo",
+           "env.id=CartPole-v1", "optim=adam", "optim.eps=1e-5", "logger=csv",
+           "pipeline.total_timesteps=2560", "pipeline.eval_every=5",
+           "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    metrics = summary["metrics"]
+    assert summary["pipeline"] == "rl" and "steps_to_threshold" in metrics
+    assert 8 <= metrics["eval_return"] <= 500 and metrics["env_steps"] == 2560
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"episodic_return", "episodic_length", "sps", "policy_loss", "value_loss",
+            "approx_kl", "clip_fraction", "explained_variance", "entropy",
+            "pg_grad_variance", "pg_grad_cosine", "eval_return"} <= set(header)
+    for name in ("returns.png", "pg_grad_variance.png"):
+        assert (tmp_path / name).stat().st_size > 1000
