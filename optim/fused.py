@@ -34,6 +34,8 @@ class FusedPlan:
             return False
         if any(p.device != p0.device or p.dtype != p0.dtype for p in ctx.params):
             return False
+        if not all(g.is_contiguous() for g in ctx.grads):
+            return False  # torch's CPU fused kernels mis-handle strided gradients
         if self.clip is not None and p0.dtype == torch.float64:
             return False  # the kernel's grad_scale is float32: it would round the clip factor
         if self.kind == "sgd":

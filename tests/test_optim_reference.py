@@ -161,3 +161,20 @@ def test_adabelief_and_yogi_follow_the_papers(name):
     else:
         expected = yogi_reference(p0, grads, hp["lr"], *hp["betas"], hp["eps"], 1e-6)
     assert rel_diff(p.detach(), expected) <= 1e-12
+
+
+def test_strided_gradients_take_the_exact_path():
+    """torch's CPU fused kernels mis-handle non-contiguous gradients: such steps must not be
+    lowered (found by the ridge study, where grads were views of an einsum output)."""
+    gen = torch.Generator().manual_seed(0)
+    grads = torch.randn(2, 4, 5, generator=gen, dtype=torch.float64).transpose(1, 2)
+    ours = [torch.zeros(5, 4, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    ref = [p.detach().clone().requires_grad_() for p in ours]
+    opt, ref_opt = optim.create("adam", ours, lr=0.1), torch.optim.Adam(ref, lr=0.1)
+    for _ in range(5):
+        for i in range(2):
+            ours[i].grad, ref[i].grad = grads[i], grads[i].contiguous()
+        assert not ours[0].grad.is_contiguous()
+        opt.step()
+        ref_opt.step()
+    assert max(rel_diff(a, b) for a, b in zip(ours, ref)) <= 1e-12
