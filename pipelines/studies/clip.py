@@ -20,7 +20,7 @@ import optim
 from .common import generator
 from .figures import plt, save
 from .report import Check, Outcome, Table
-from .stats import column, less, summarize
+from .stats import column, group, less, summarize
 
 CLAIM = ("Under heavy-tailed gradient noise, clipping the gradient before Adam's moments "
          "gives a lower final loss than clipping the update (each at its best threshold) and "
@@ -131,7 +131,23 @@ def run(p, out_dir) -> Outcome:
              f"m_bias: Adam at lr=0 at a fixed point w* + N(0, 1/h) for {p.bias_steps} steps, "
              "<mean m, grad f> / |grad f|^2 - 1 (0 = unbiased, -0.5 = half the true gradient).",
              f"{p.seeds} seeds (w* and noise), one param group each."]
-    return Outcome(rows, [table], figures, checks(rows, p), setup)
+    return Outcome(rows, [table], figures, checks(rows, p), setup, notes(rows, p))
+
+
+def notes(rows, p) -> list[str]:
+    """Where clipping fires on (nearly) every step it is no longer an outlier guard."""
+    meaning = {"grad": "the moments then see gradients of one fixed norm, and Adam's scale "
+                       "invariance makes these thresholds equivalent",
+               "update": "every step is then bounded at threshold * lr: in effect a smaller lr"}
+    out = []
+    for placement, why in meaning.items():
+        groups = group([r for r in rows if r["placement"] == placement], ["df", "threshold"])
+        always = [f"{df:g}/{c:g}" for (df, c), rs in groups.items()
+                  if summarize([r["clip_fraction"] for r in rs]).mean > 0.99]
+        if always:
+            out.append(f"clip at {placement} fires on > 99% of steps at df/threshold "
+                       f"{', '.join(always)}: {why}.")
+    return out
 
 
 def checks(rows, p) -> list[Check]:

@@ -20,3 +20,10 @@ def make_optimizer(spec, params, **overrides) -> optim.ChainOptimizer:
 
 def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
+
+
+def describe(spec) -> str:
+    """``{name: sgd, momentum: 0.9}`` as ``sgd(momentum=0.9)``, for report setups."""
+    hp = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+    name = hp.pop("name")
+    return f"{name}({', '.join(f'{k}={v}' for k, v in hp.items())})"

@@ -13,7 +13,7 @@ import torch
 import optim
 
 from . import digits
-from .common import make_optimizer
+from .common import describe, make_optimizer
 from .figures import band, plt, save
 from .report import Check, Outcome, Table
 from .stats import column, less, summarize
@@ -57,7 +57,7 @@ def run(p, out_dir) -> Outcome:
                   ["final_train_loss", "final_val_loss", "final_val_acc", "final_test_acc"])
     figures = [plot_curves(curves, best, p, out_dir)]
     setup = [f"{p.model.upper()} (width {p.width}) on {p.n_train} digits, {p.n_val} for "
-             f"validation, the rest for test; {dict(p.optim)}; {p.epochs} epochs, batch "
+             f"validation, the rest for test; {describe(p.optim)}; {p.epochs} epochs, batch "
              f"{p.batch_size}.",
              f"Schedules {list(p.schedules)}, peak lr tuned per schedule over {list(p.lrs)} "
              f"(chosen: {best}); cosine decays to 0 (optim.schedules.warmup_cosine, no "

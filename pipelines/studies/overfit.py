@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from . import digits
-from .common import make_optimizer
+from .common import describe, make_optimizer
 from .figures import band, plt, save
 from .report import Check, Outcome, Table
 from .stats import column, less, summarize
@@ -49,7 +49,7 @@ def run(p, out_dir) -> Outcome:
              "validation digits pick the lr and the early-stopping epoch; the remaining "
              "images are the test set.",
              f"{p.epochs} epochs, batch {p.batch_size}, for every optimizer: "
-             + "; ".join(f"{n}: {dict(s.optim)}, lr in {list(s.lrs)}"
+             + "; ".join(f"{n} = {describe(s.optim)}, lr in {list(s.lrs)}"
                          for n, s in p.optimizers.items()) + ".",
              f"Best lr per optimizer = lowest mean best-val loss: {best}. gap = final val "
              f"loss - final train loss. {p.seeds} seeds (split, init, batch order)."]

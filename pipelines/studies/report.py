@@ -14,8 +14,6 @@ from pathlib import Path
 
 from .stats import group, summarize
 
-VERDICTS = ("supported", "mixed", "not supported")
-
 
 @dataclass
 class Table:

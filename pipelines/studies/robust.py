@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import generator, make_optimizer
+from .common import describe, generator, make_optimizer
 from .figures import plt, save
 from .report import Check, Outcome, Table
 from .stats import column, less, summarize
@@ -102,9 +102,10 @@ def run(p, out_dir) -> Outcome:
              f"rho in {list(p.contamination)} of the rows replaced by y = "
              f"{p.outlier.slope} * x.w* + N(0, {p.outlier.noise}^2).",
              f"Losses: MSE and Huber (delta={p.huber_delta}); optimizers "
-             + "; ".join(f"{n}: {dict(s.optim)}, lr in {list(s.lrs)}"
+             + "; ".join(f"{n} = {describe(s.optim)}, lr in {list(s.lrs)}"
                          for n, s in p.optimizers.items())
-             + f"; lr tuned on rho=0 per (loss, optimizer): {best}.",
+             + "; lr tuned on rho=0 per (loss, optimizer): "
+             + ", ".join(f"{loss} + {name} {lr:g}" for (loss, name), lr in best.items()) + ".",
              f"Batch {p.batch_size}, {p.steps} steps from w=0. param_error = |w - w*| / |w*| "
              "averaged over the last tenth of the run; steps_to_converge = first evaluation "
              f"(every {p.eval_every} steps) 90% of the way from the starting error to it. "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import generator, make_optimizer
+from .common import describe, generator, make_optimizer
 from .figures import plt, save
 from .report import Check, Outcome, Table
 from .stats import column, less, summarize
@@ -81,8 +81,8 @@ def run(p, out_dir) -> Outcome:
     setup = [f"Problems (d, k) in {[(s.d, s.k) for s in p.problems]}; start at delta * u, u "
              f"a random unit vector per seed, delta in {list(p.deltas)}.",
              f"Gradient noise N(0, sigma^2) per coordinate, sigma in {list(p.noises)}.",
-             f"Optimizers {[f'{n}: {dict(s)}' for n, s in p.optimizers.items()]}, all at "
-             f"lr={p.lr}; budget {p.steps} steps; escape once f < -{p.threshold}; "
+             "Optimizers " + ", ".join(f"{n} = {describe(s)}" for n, s in p.optimizers.items())
+             + f", all at lr={p.lr}; budget {p.steps} steps; escape once f < -{p.threshold}; "
              f"{p.seeds} seeds; float64."]
     return Outcome(rows, [table], figures, checks(rows, p), setup)
 

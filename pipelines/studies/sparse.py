@@ -18,7 +18,7 @@ import torch
 
 import optim
 
-from .common import generator, make_optimizer
+from .common import describe, generator, make_optimizer
 from .figures import plt, save
 from .report import Check, Outcome, Table
 from .stats import column, summarize
@@ -101,7 +101,8 @@ def run(p, out_dir) -> Outcome:
                   ["rare_to_frequent", "suppression", "recovered", "recovery_steps",
                    "recovery_x_1mb2"])
     figures = [plot_stream(streams, p, out_dir), plot_impulse(impulses, p, out_dir)]
-    setup = [f"Optimizers {[f'{n}: {dict(s)}' for n, s in p.optimizers.items()]}, lr={p.lr}.",
+    setup = ["Optimizers " + ", ".join(f"{n} = {describe(s)}" for n, s in p.optimizers.items())
+             + f", lr={p.lr}.",
              f"Stream: {p.frequent} frequent coordinates with N(0, {p.g}^2) gradients every step "
              f"and {p.rare} rare ones with +-{p.G} at probability {p.rare_prob}, else 0; "
              f"{p.stream_steps} steps. rare_to_frequent = median over the second half of the "

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from .common import generator, make_optimizer
+from .common import describe, generator, make_optimizer
 from .figures import plt, save
 from .report import Check, Outcome, Table
 from .stats import column, less, summarize
@@ -133,7 +133,8 @@ def run(p, out_dir) -> Outcome:
              f"N(0, {p.rosenbrock.jitter}^2) jitter; quadratics f = x'Hx/2 with eigenvalues 1 "
              f"and 1/kappa, kappa in {list(p.kappas)}, axis-aligned and rotated 45 degrees, "
              "from a random point on the unit circle.",
-             f"Optimizers {dict(p.optimizers)}; lr grid {list(p.lrs)}; the best lr per "
+             "Optimizers " + ", ".join(f"{n} = {describe(s)}" for n, s in p.optimizers.items())
+             + f"; lr grid {list(p.lrs)}; the best lr per "
              "(problem, optimizer) maximises the fraction of seeds reaching tol, then "
              "minimises mean steps (tuned on the reported seeds: best case for every method).",
              f"Budget {p.steps} steps, tol {p.tol}, {p.seeds} seeds (start points), float64. "
