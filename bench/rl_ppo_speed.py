@@ -114,13 +114,13 @@ def pipeline_ppo(seed: int, total: int, out: Path, diagnostics: bool) -> dict:
     metrics = run(cfg, run_dir)
     wall = time.perf_counter() - started
     history = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["rl"]["history"]
-    last = history[-1]
-    train_s = last["env_steps"] / last["sps"]
+    steps, sps = history["env_steps"].numpy(), history["sps"].numpy()
+    train_s = steps[-1] / sps[-1]
     reached = metrics["steps_to_threshold"]
     reached_s = None
     if reached is not None:  # at the sps logged by the update that crossed the threshold
-        reached_s = reached / next(r for r in history if r["env_steps"] >= reached)["sps"]
-    return {"sps": last["sps"], "steps_to_475": reached, "train_s_to_475": reached_s,
+        reached_s = reached / sps[np.argmax(steps >= reached)]
+    return {"sps": sps[-1], "steps_to_475": reached, "train_s_to_475": reached_s,
             "train_s": train_s, "wall_s": wall}
 
 
@@ -144,15 +144,16 @@ def main() -> None:
     summary = {}
     for name in ("plain", "pipeline", "pipeline+diagnostics"):
         mine = [r for r in rows if r["impl"] == name]
-        summary[name] = {"sps": float(np.mean([r["sps"] for r in mine])),
-                         "train_s": float(np.mean([r["train_s"] for r in mine])),
-                         "wall_s": float(np.mean([r["wall_s"] for r in mine]))}
-    for name in ("pipeline", "pipeline+diagnostics"):
-        summary[f"{name}/plain time per env step"] = (summary["plain"]["sps"]
-                                                      / summary[name]["sps"])
-        summary[f"{name}/plain process wall"] = summary[name]["wall_s"] / summary["plain"]["wall_s"]
+        summary[name] = {key: float(np.mean([r[key] for r in mine]))
+                         for key in ("sps", "train_s", "wall_s")}
+        summary[name]["steps_to_475"] = [r["steps_to_475"] for r in mine]
+    for name in ("pipeline", "pipeline+diagnostics"):  # per seed, since the load drifts
+        ratios = [p["sps"] / r["sps"] for p, r in zip(
+            [r for r in rows if r["impl"] == "plain"], [r for r in rows if r["impl"] == name],
+            strict=True)]
+        summary[f"{name}: time per env step / plain"] = {
+            "per_seed": [round(x, 3) for x in ratios], "median": float(np.median(ratios))}
     print(json.dumps(summary, indent=1))
-
 
 if __name__ == "__main__":
     os.environ.setdefault("WANDB_MODE", "offline")

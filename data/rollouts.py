@@ -7,7 +7,7 @@ dataset in the usual sense; the Lightning dataloader only ticks once per update
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 
 import torch
@@ -75,11 +75,11 @@ def flatten(rollout: Rollout, advantages: torch.Tensor) -> Batch:
 
 
 class Updates(IterableDataset):
-    """Yields one item per policy update: the indices ``span()`` returns, read anew when each
-    epoch starts, so a resumed run continues where its checkpoint left off."""
+    """One item per policy update: iterating calls ``epoch()`` anew each epoch, so the module
+    decides (from its restored counters, after a resume) which updates an epoch holds."""
 
-    def __init__(self, span: Callable[[], range]) -> None:
-        self.span = span
+    def __init__(self, epoch: Callable[[], Iterator[int]]) -> None:
+        self.epoch = epoch
 
-    def __iter__(self):
-        return iter(self.span())
+    def __iter__(self) -> Iterator[int]:
+        return self.epoch()

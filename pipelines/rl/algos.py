@@ -3,6 +3,12 @@
 Each algorithm module exposes a hyperparameter dataclass and three functions:
 ``collect(collector, agent, hp, generator) -> Rollout``, ``prepare(agent, rollout, hp) ->
 Batch`` and ``update(agent, batch, hp, step, progress, generator) -> metrics``.
+
+``algo.max_grad_norm`` is the one key outside the dataclass: the algorithm's default clip
+threshold (stable-baselines3's 0.5 for PPO and A2C; null, no clipping, for REINFORCE, whose
+Monte Carlo value loss would otherwise swamp the policy gradient under a global-norm clip).
+``configs/pipeline/rl.yaml`` interpolates it into ``clip.max_norm``: gradients are clipped by
+the optimizer chain, never here.
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ def resolve(algo_cfg) -> tuple[ModuleType, object]:
     if name not in ALGOS:
         raise ConfigError("algo.name", name, "one of " + ", ".join(ALGOS))
     module, config_cls = ALGOS[name]
+    max_grad_norm = spec.pop("max_grad_norm", None)
+    if max_grad_norm is not None and (isinstance(max_grad_norm, bool)
+                                      or not isinstance(max_grad_norm, (int, float))
+                                      or max_grad_norm <= 0):
+        raise ConfigError("algo.max_grad_norm", max_grad_norm, "null or a number > 0")
     allowed = {f.name: f for f in dataclasses.fields(config_cls)}
     for key, value in spec.items():
         if key not in allowed:

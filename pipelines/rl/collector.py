@@ -115,7 +115,7 @@ class Collector:
         return {"env_steps": self.env_steps, "obs": torch.as_tensor(self.obs),
                 "running_return": torch.as_tensor(self.running_return),
                 "running_length": torch.as_tensor(self.running_length),
-                "episodes": [list(e) for e in self.episodes],
+                "episodes": torch.tensor(self.episodes, dtype=torch.float64).reshape(-1, 3),
                 "steps_to_threshold": self.steps_to_threshold,
                 "envs": rl_envs.snapshot(self.envs)}
 
@@ -123,7 +123,8 @@ class Collector:
         """Restore counters and episodes; the envs exactly where a snapshot exists, otherwise
         fresh episodes seeded from the step count (the episodes in flight are lost)."""
         self.env_steps = state["env_steps"]
-        self.episodes = [tuple(e) for e in state["episodes"]]
+        self.episodes = [(int(step), ret, int(length))
+                         for step, ret, length in state["episodes"].tolist()]
         self.steps_to_threshold = state["steps_to_threshold"]
         if state["envs"] is None:
             self.reset(self.seed + self.env_steps)

@@ -34,7 +34,7 @@ def pg_gradient_stats(agent: Agent, batch: Batch, minibatches: int,
         loss = -(advantages[idx] * logprob).mean()
         return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)])
 
-    order = torch.randperm(len(batch), generator=generator).to(batch.obs.device)
+    order = torch.randperm(len(batch), generator=generator, device=generator.device)
     full = gradient(order)
     grads = torch.stack([gradient(idx) for idx in order.chunk(minibatches)])
     variance = (grads - grads.mean(0)).pow(2).sum(1).mean()

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
+
+from pipelines.rl.history import History
 
 
-def return_curve(episodes: list, history: list[dict], threshold: float | None, window: int,
+def return_curve(episodes: list, history: History, threshold: float | None, window: int,
                  title: str, path: Path) -> Path:
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
@@ -19,31 +22,32 @@ def return_curve(episodes: list, history: list[dict], threshold: float | None, w
         if len(returns) >= window:
             running = np.convolve(returns, np.ones(window) / window, mode="valid")
             ax.plot(steps[window - 1:], running, color="C0", label=f"mean of last {window}")
-    evals = [(row["env_steps"], row["eval_return"]) for row in history if "eval_return" in row]
-    if evals:
-        ax.plot(*zip(*evals, strict=True), "o-", color="C1", ms=3, label="greedy evaluation")
+    steps, evals = history.series("eval_return")
+    if len(evals):
+        ax.plot(steps, evals, "o-", color="C1", ms=3, label="greedy evaluation")
     if threshold is not None:
         ax.axhline(threshold, ls="--", color="gray", lw=1, label=f"threshold {threshold:g}")
     ax.set(xlabel="env steps", ylabel="return", title=title)
+    ax.xaxis.set_major_formatter(EngFormatter())
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
 
 
-def gradient_variance(history: list[dict], title: str, path: Path) -> Path:
-    rows = [row for row in history if "pg_grad_variance" in row]
+def gradient_variance(history: History, title: str, path: Path) -> Path:
     fig = Figure(figsize=(6, 5))
     top, bottom = fig.subplots(2, 1, sharex=True)
-    if rows:
-        steps = [row["env_steps"] for row in rows]
-        top.semilogy(steps, [row["pg_grad_variance"] for row in rows], label="variance")
-        top.semilogy(steps, [row["pg_grad_norm"] ** 2 for row in rows],
+    steps, variance = history.series("pg_grad_variance")
+    if len(steps):
+        top.semilogy(steps, variance, label="variance across minibatches")
+        top.semilogy(steps, history.series("pg_grad_norm")[1] ** 2,
                      label="squared norm (full batch)")
-        bottom.plot(steps, [row["pg_grad_cosine"] for row in rows], color="C2")
+        bottom.plot(steps, history.series("pg_grad_cosine")[1], color="C2")
     top.set(ylabel="policy gradient", title=title)
     top.legend(fontsize=8)
     bottom.set(xlabel="env steps", ylabel="cosine to full batch", ylim=(-1, 1))
+    bottom.xaxis.set_major_formatter(EngFormatter())
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path

@@ -25,6 +25,7 @@ from pipelines.rl.agent import Agent
 from pipelines.rl.collector import Collector
 from pipelines.rl.diagnostics import pg_gradient_stats
 from pipelines.rl.evaluate import evaluate
+from pipelines.rl.history import History
 
 EVAL_SEED_OFFSET = 10_000  # evaluation envs never share seeds with training envs
 
@@ -45,48 +46,59 @@ class RLModule(L.LightningModule):
         if self.threshold is None:
             self.threshold = rl_envs.reward_threshold(cfg.env.id)
         self.total_timesteps = int(cfg.pipeline.total_timesteps)
-        # Fixed-size rollouts give a known number of updates; REINFORCE's vary, so its
-        # ticker runs to an upper bound (>= 1 vector step per update) and the run stops when
-        # the env-step budget is spent.
+        # Fixed-size rollouts give a known number of updates (the lr schedule's length);
+        # REINFORCE's vary. Every run ends when the env-step budget is spent.
         n_steps = getattr(self.hp, "n_steps", None)
-        batch = cfg.env.num_envs * n_steps if n_steps else None
-        self.num_updates = math.ceil(self.total_timesteps / batch) if batch else None
-        self.max_updates = self.num_updates or math.ceil(self.total_timesteps / cfg.env.num_envs)
+        self.num_updates = (math.ceil(self.total_timesteps / (cfg.env.num_envs * n_steps))
+                            if n_steps else None)
         self.updates_done = 0
-        self.history: list[dict] = []  # one row per update, for the figures
+        self.history = History()
         self.collector: Collector | None = None
         self.generator: torch.Generator | None = None
-        self._restored: dict | None = None
+        self._generator_state: torch.Tensor | None = None
 
     # ---- Lightning plumbing -------------------------------------------------------------
+    # Order in fit: setup -> on_load_checkpoint -> configure_optimizers -> the first
+    # dataloader fetch -> on_train_start. The envs exist from setup on, so a checkpoint can
+    # restore them and the ticker can read the restored step count; the sampling generator
+    # lives on the module's device, known only at on_train_start.
+    def setup(self, stage: str) -> None:
+        if self.collector is None:
+            env = self.cfg.env
+            envs = rl_envs.make(env.id, env.num_envs, env.get("vector", "sync"),
+                                self.env_kwargs)
+            self.collector = Collector(envs, self.hp.gamma, self.cfg.seed, self.threshold)
+
     def train_dataloader(self) -> DataLoader:
-        """An epoch is ``pipeline.updates_per_epoch`` updates, so the harness's epoch-end
-        checkpoints come that often; the run stops when the env-step budget is spent."""
-        per_epoch = self.cfg.pipeline.updates_per_epoch
-        return DataLoader(Updates(lambda: range(
-            self.updates_done, min(self.updates_done + per_epoch, self.max_updates))),
-            batch_size=None)
+        return DataLoader(Updates(self._epoch), batch_size=None)
+
+    def _epoch(self):
+        """An epoch spans about ``pipeline.steps_per_epoch`` env steps, so the harness's
+        epoch-end checkpoints come that often. Lightning fetches one item ahead, so the count
+        is checked one update early: an epoch runs one update past the mark (the same in a
+        straight and a resumed run, which start the epoch from the same state)."""
+        end = self.collector.env_steps + self.cfg.pipeline.steps_per_epoch
+        update = self.updates_done
+        while self.collector.env_steps < min(end, self.total_timesteps):
+            yield update
+            update += 1
 
     def configure_optimizers(self):
         """The ``optim``/``clip``/``schedule`` groups; ``algo.anneal_lr`` stands for
         ``schedule=linear`` (to zero), stepped once per update."""
         cfg = self.cfg
         if getattr(self.hp, "anneal_lr", False):
-            cfg = OmegaConf.create({"optim": cfg.optim, "clip": cfg.get("clip"),
-                                    "schedule": {"name": "linear", "end_factor": 0.0}})
+            cfg = OmegaConf.create({
+                "optim": OmegaConf.to_container(cfg.optim, resolve=True),
+                "clip": OmegaConf.to_container(cfg.clip, resolve=True) if cfg.get("clip")
+                else None,
+                "schedule": {"name": "linear", "end_factor": 0.0}})
         return configure_optimizers(self, cfg, self.num_updates)
 
     def on_train_start(self) -> None:
-        """Envs and the sampling generator live on this process and device, and are
-        restored from the checkpoint here, after Lightning has loaded it."""
-        env = self.cfg.env
-        envs = rl_envs.make(env.id, env.num_envs, env.get("vector", "sync"), self.env_kwargs)
-        self.collector = Collector(envs, self.hp.gamma, self.cfg.seed, self.threshold)
         self.generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
-        if self._restored is not None:
-            self.collector.load_state_dict(self._restored["collector"])
-            self.generator.set_state(self._restored["generator"])
-            self._restored = None
+        if self._generator_state is not None:
+            self.generator.set_state(self._generator_state)
         self._clock = (time.perf_counter(), self.collector.env_steps)
 
     def on_train_epoch_end(self) -> None:
@@ -97,14 +109,17 @@ class RLModule(L.LightningModule):
         self.collector.envs.close()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["rl"] = {"updates_done": self.updates_done, "history": self.history,
+        checkpoint["rl"] = {"updates_done": self.updates_done,
+                            "history": self.history.state_dict(),
                             "generator": self.generator.get_state(),
                             "collector": self.collector.state_dict()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["rl"]
-        self.updates_done, self.history = state["updates_done"], state["history"]
-        self._restored = state
+        self.updates_done = state["updates_done"]
+        self.history.load_state_dict(state["history"])
+        self.collector.load_state_dict(state["collector"])
+        self._generator_state = state["generator"]
 
     # ---- one update ---------------------------------------------------------------------
     def _optimizer_step(self, loss: torch.Tensor) -> None:
@@ -151,11 +166,21 @@ class RLModule(L.LightningModule):
         metrics |= {"env_steps": float(self.collector.env_steps), "lr": lr,
                     "sps": (self.collector.env_steps - start_steps)
                     / (time.perf_counter() - start)}
-        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
+        self._log(metrics)
         self.history.append({"update": self.updates_done, **metrics})
 
-    def evaluate(self, episodes: int | None = None) -> np.ndarray:
+    def _log(self, metrics: dict[str, float]) -> None:
+        """Straight to the loggers, at the step Lightning's own logging and the LR monitor use
+        (one per update): ``self.log`` costs about a millisecond per key, a tenth of a PPO
+        update for these dozen keys. Only the return goes through it, for the progress bar."""
+        if "episodic_return" in metrics:
+            self.log("episodic_return", metrics["episodic_return"], prog_bar=True, logger=False,
+                     on_step=True, on_epoch=False, batch_size=1)
+        step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=step)
+
+    def evaluate(self) -> np.ndarray:
         """Greedy returns on fixed evaluation seeds."""
         return evaluate(self.agent, self.cfg.env.id, self.env_kwargs,
-                        episodes or self.cfg.pipeline.eval_episodes,
-                        self.cfg.seed + EVAL_SEED_OFFSET)
+                        self.cfg.pipeline.eval_episodes, self.cfg.seed + EVAL_SEED_OFFSET)

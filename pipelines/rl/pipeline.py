@@ -55,7 +55,7 @@ class RLPipeline:
         for key in ("eval_every", "pg_grad_every"):
             _positive_int(f"pipeline.{key}", pipeline[key], 0)
         _positive_int("pipeline.eval_episodes", pipeline.eval_episodes)
-        _positive_int("pipeline.updates_per_epoch", pipeline.updates_per_epoch)
+        _positive_int("pipeline.steps_per_epoch", pipeline.steps_per_epoch)
         _positive_int("pipeline.pg_grad_minibatches", pipeline.pg_grad_minibatches, 2)
         threshold = pipeline.get("threshold")
         if threshold is not None and (isinstance(threshold, bool)
@@ -82,9 +82,8 @@ class RLPipeline:
 
     def summary(self, trainer, module: RLModule, datamodule) -> dict:
         collector = module.collector
-        evals = [row["eval_return"] for row in module.history if "eval_return" in row]
         return {
-            "eval_return": evals[-1] if evals else None,
+            "eval_return": module.history.last("eval_return"),
             "steps_to_threshold": collector.steps_to_threshold,
             "threshold": module.threshold,
             "mean_return_last20": collector.recent_mean(),

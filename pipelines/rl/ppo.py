@@ -52,7 +52,7 @@ def update(agent: Agent, batch: Batch, hp: PPOConfig, step: Callable[[torch.Tens
               "clip_fraction": 0.0}
     n_minibatches = 0
     for _ in range(hp.update_epochs):
-        order = torch.randperm(len(batch), generator=generator).to(batch.obs.device)
+        order = torch.randperm(len(batch), generator=generator, device=generator.device)
         for start in range(0, len(batch), hp.minibatch_size):
             mb = batch[order[start:start + hp.minibatch_size]]
             logprob, entropy, value = agent.evaluate(mb.obs, mb.actions)
