@@ -32,7 +32,7 @@ from pipelines.harness.validation import resume_checkpoint, validate_common
 os.environ.setdefault("WANDB_MODE", "offline")
 
 
-def run(cfg, run_dir: Path) -> dict:
+def run(cfg, run_dir: Path, extra_callbacks=()) -> dict:
     """Validate everything, then train, evaluate and write the run directory."""
     validate_common(cfg)
     pipeline = registry.get(cfg.pipeline.name)
@@ -47,7 +47,7 @@ def run(cfg, run_dir: Path) -> dict:
     trainer = L.Trainer(
         **{k: v for k, v in cfg.trainer.items()},
         logger=loggers,
-        callbacks=_callbacks(cfg, run_dir, monitor, mode),
+        callbacks=[*_callbacks(cfg, run_dir, monitor, mode), *extra_callbacks],
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],
         inference_mode=False,  # MLIP forces need autograd in validation and test

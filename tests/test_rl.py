@@ -306,6 +306,8 @@ def test_adamlab_train_rl_end_to_end(tmp_path):
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"episodic_return", "episodic_length", "sps", "policy_loss", "value_loss",
             "approx_kl", "clip_fraction", "explained_variance", "entropy",
-            "pg_grad_variance", "pg_grad_cosine", "eval_return"} <= set(header)
+            "pg_grad_variance", "pg_grad_cosine", "eval_return",
+            # optimizer telemetry, although each PPO batch takes many optimizer steps
+            "optim/g0/effective_step_p50", "optim/g0/clip_fraction"} <= set(header)
     for name in ("returns.png", "pg_grad_variance.png"):
         assert (tmp_path / name).stat().st_size > 1000

@@ -21,15 +21,21 @@ class OptimizerTelemetry(L.Callback):
     def __init__(self, every: int):
         self.every = every
 
-    def _due(self, trainer) -> bool:
-        return self.every > 0 and trainer.global_step % self.every == 0
+    def _due(self, step: int) -> bool:
+        return self.every > 0 and step % self.every == 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._steps_before = trainer.global_step
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         if isinstance(optimizer, optim.ChainOptimizer):
-            optimizer.record_updates = self._due(trainer)
+            optimizer.record_updates = self._due(trainer.global_step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if not self.every or (trainer.global_step - 1) % self.every:
+        """Log once per batch if a multiple of ``every`` was stepped during it (a PPO batch
+        takes many optimizer steps)."""
+        first, last = getattr(self, "_steps_before", 0), trainer.global_step
+        if not any(self._due(s) for s in range(first, last)):
             return
         for k, opt in enumerate(trainer.optimizers):
             if not isinstance(opt, optim.ChainOptimizer):
