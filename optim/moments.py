@@ -136,6 +136,11 @@ class ScaleByRAdam(Transform):
         torch._foreach_addcmul_(exp_avg_sqs, updates, updates, 1 - b2)
         rects = [self._rectification(t, b2) for t in ctx.steps]
         bc1 = [1 - b1**t for t in ctx.steps]
+        if all(r > 0 for r in rects):  # the usual case: one addcdiv at the end
+            denom = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_add_(denom, ctx.group["eps"])
+            coef = [math.sqrt(1 - b2**t) * r / c for t, r, c in zip(ctx.steps, rects, bc1)]
+            return Quotient([(exp_avgs, denom, coef)])
         # buf = rect * sqrt(bc2) / bc1 / (sqrt(v) + eps)  (rectified)  or  1 / bc1  (not yet)
         buf = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_add_(buf, ctx.group["eps"])
@@ -173,9 +178,7 @@ class ScaleByAdamax(Transform):
         norm = torch._foreach_abs(updates)
         torch._foreach_add_(norm, ctx.group["eps"])
         torch._foreach_maximum_(exp_infs, norm)
-        out = torch._foreach_div(exp_avgs, exp_infs)
-        torch._foreach_div_(out, [1 - b1**t for t in ctx.steps])
-        return out
+        return Quotient([(exp_avgs, exp_infs, [1 / (1 - b1**t) for t in ctx.steps])])
 
     def denominator(self, states, group):
         return [1.0 / s["exp_inf"] for s in states]
@@ -206,9 +209,7 @@ class ScaleByBelief(Transform):
         denom = torch._foreach_sqrt(exp_avg_vars)
         torch._foreach_div_(denom, [(1 - b2**t) ** 0.5 for t in ctx.steps])
         torch._foreach_add_(denom, eps)
-        out = torch._foreach_div(exp_avgs, denom)
-        torch._foreach_div_(out, [1 - b1**t for t in ctx.steps])
-        return out
+        return Quotient([(exp_avgs, denom, [1 / (1 - b1**t) for t in ctx.steps])])
 
     def denominator(self, states, group):
         b2 = group["betas"][1]
@@ -248,9 +249,7 @@ class ScaleByYogi(Transform):
         denom = torch._foreach_sqrt(vs)
         torch._foreach_div_(denom, [(1 - b2**t) ** 0.5 for t in ctx.steps])
         torch._foreach_add_(denom, ctx.group["eps"])
-        out = torch._foreach_div(exp_avgs, denom)
-        torch._foreach_div_(out, [1 - b1**t for t in ctx.steps])
-        return out
+        return Quotient([(exp_avgs, denom, [1 / (1 - b1**t) for t in ctx.steps])])
 
     def denominator(self, states, group):
         b2 = group["betas"][1]
@@ -297,7 +296,8 @@ class ScaleByRms(Transform):
         torch._foreach_addcmul_(square_avgs, updates, updates, 1 - alpha)
         if ctx.group["centered"]:
             torch._foreach_lerp_(_get(ctx.states, "grad_avg"), updates, 1 - alpha)
-        return torch._foreach_div(updates, self._avg(ctx.states, ctx.group))
+        avg = self._avg(ctx.states, ctx.group)
+        return Quotient([(updates, avg, [1.0] * len(avg))])
 
     def denominator(self, states, group):
         return torch._foreach_reciprocal(self._avg(states, group))
