@@ -27,6 +27,7 @@ from pipelines.harness.callbacks import OptimizerTelemetry, StepSeeds
 from pipelines.harness.checkpoint_io import AtomicCheckpointIO
 from pipelines.harness.loggers import build_loggers, finish, wandb_dir
 from pipelines.harness.run_dir import write_config, write_summary
+from pipelines.harness.slurm import DeferredRequeue
 from pipelines.harness.validation import resume_checkpoint, validate_common
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -70,10 +71,12 @@ def _callbacks(cfg, run_dir: Path, monitor, mode) -> list:
     callbacks = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, monitor=monitor,
                         mode=mode, save_top_k=1 if monitor else 0,
-                        filename="best-{epoch}" if monitor else None),
+                        filename="best-{epoch}" if monitor else None,
+                        every_n_epochs=cfg.checkpoint_every),
         LearningRateMonitor(logging_interval="step"),
         OptimizerTelemetry(cfg.telemetry_every),
         StepSeeds(cfg.seed),
+        DeferredRequeue(),
     ]
     if cfg.trainer.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.trainer.log_every_n_steps)))

@@ -1,8 +1,9 @@
 """Full-batch node classification as a LightningModule.
 
 Each epoch is one optimizer step on the training nodes, then one evaluation of every
-node. The test accuracy reported is the one at the best validation epoch, with the
-per-node predictions and losses of that epoch kept for the degree analysis.
+node. The test accuracy reported is the one at the best validation epoch (highest
+validation accuracy, ties to the lower validation loss), with the per-node predictions and
+losses of that epoch kept for the degree analysis.
 """
 
 from __future__ import annotations
@@ -47,12 +48,17 @@ class NodeClassification(L.LightningModule):
             for name, value in (("loss", node_loss[data[f"{split}_mask"]].mean()),
                                 ("acc", _accuracy(logits, data.y, data[f"{split}_mask"])))
         }
-        if metrics["val_acc"] > self.best["val_acc"] and not self.trainer.sanity_checking:
-            self.best = {"val_acc": metrics["val_acc"].item(), "epoch": self.current_epoch,
+        score = (metrics["val_acc"].item(), -metrics["val_loss"].item())
+        if score > self._best_score() and not self.trainer.sanity_checking:
+            self.best = {"val_acc": score[0], "val_loss": -score[1], "epoch": self.current_epoch,
                          "test_acc": metrics["test_acc"].item()}
             self.best_nodes = {"pred": logits.argmax(1).cpu(), "loss": node_loss.cpu()}
         self.log_dict(metrics, batch_size=1)
-        self.log("best_test_acc", float(self.best["test_acc"] or 0.0), batch_size=1)
+
+    def _best_score(self) -> tuple[float, float]:
+        """Best validation accuracy; ties (500 Cora val nodes: steps of 0.002) go to the lower
+        validation loss."""
+        return (self.best["val_acc"], -self.best.get("val_loss", float("inf")))
 
     def configure_optimizers(self):
         return configure_optimizers(self, self.cfg, total_steps=self.trainer.max_epochs)

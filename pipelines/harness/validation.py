@@ -21,6 +21,7 @@ def _int(key: str, value, low: int) -> None:
 def validate_common(cfg) -> None:
     _int("seed", cfg.seed, 0)
     _int("telemetry_every", cfg.telemetry_every, 0)
+    _int("checkpoint_every", cfg.checkpoint_every, 1)
     if cfg.ema_decay is not None and not (isinstance(cfg.ema_decay, float)
                                           and 0 < cfg.ema_decay < 1):
         raise ConfigError("ema_decay", cfg.ema_decay, "null or a number in (0, 1)")
