@@ -60,7 +60,7 @@ def lightning_epochs(module, datamodule, epochs: int, log_dir: str) -> list[floa
         max_epochs=epochs, limit_val_batches=0, logger=CSVLogger(log_dir), callbacks=[timer],
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         log_every_n_steps=1, inference_mode=False,
-    )  # fmt: skip
+    )
     trainer.fit(module, datamodule=datamodule)
     return timer.times
 
@@ -111,7 +111,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose("train", ["pipeline=mlip", *args.overrides])
+        # no validation while timing training, so no plateau schedule to feed
+        cfg = compose("train", ["pipeline=mlip", "schedule=none", *args.overrides])
     pipeline = MLIPPipeline()
     pipeline.validate(cfg)
     L.seed_everything(0, verbose=False)
@@ -134,7 +135,7 @@ def main() -> None:
             opt_t += [o / e for o, e in zip(in_opt[1:], epochs[1:], strict=True)]
             timer = EpochTimer()
             trainer = L.Trainer(logger=False, enable_progress_bar=False, inference_mode=False,
-                                enable_model_summary=False, callbacks=[timer])  # fmt: skip
+                                enable_model_summary=False, callbacks=[timer])
             trainer.validate(module, datamodule=datamodule, verbose=False)
             lightning_val += timer.times
             plain_val.append(plain_eval_seconds(model, val_loader))

@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 from lightning.pytorch.callbacks import (
     EMAWeightAveraging,
     LearningRateMonitor,
@@ -46,7 +47,7 @@ def run(cfg, run_dir: Path, extra_callbacks=()) -> dict:
     loggers = build_loggers(cfg, run_dir)
     monitor, mode = getattr(pipeline, "monitor", (None, "min"))
     trainer = L.Trainer(
-        **{k: v for k, v in cfg.trainer.items()},
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=loggers,
         callbacks=[*_callbacks(cfg, run_dir, monitor, mode), *extra_callbacks],
         default_root_dir=str(run_dir),

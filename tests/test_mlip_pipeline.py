@@ -156,7 +156,7 @@ def test_summary_keys_and_bins(fitted):
     summary = fitted["pipeline"].summary(fitted["trainer"], fitted["module"], fitted["dm"])
     for split in ("val", "test"):
         for quantity in ("energy_mae_mev_per_atom", "energy_rmse_mev_per_atom",
-                         "force_mae_mev_per_ang", "force_rmse_mev_per_ang"):  # fmt: skip
+                         "force_mae_mev_per_ang", "force_rmse_mev_per_ang"):
             assert math.isfinite(summary[f"{split}_{quantity}"])
     bins = summary["test_force_mae_mev_per_ang_by_force"]
     assert list(bins) == ["lt1", "1to5", "5to20", "gt20"]
@@ -234,3 +234,15 @@ def test_metrics_by_force_bin():
     assert out["force_mae_mev_per_ang_1to5"] == pytest.approx(1000 * 0.3 / 3)
     assert math.isnan(out["force_mae_mev_per_ang_5to20"]) and out["force_n_atoms_5to20"] == 0
     assert out["force_n_atoms_gt20"] == 1
+
+
+@pytest.mark.slow
+def test_default_config_learns_emt_copper(tmp_path):
+    """The shipped defaults on the default data (1000 EMT Cu structures), 15 epochs with EMA:
+    a learning regression guard, far looser than bench/mlip_accuracy.py's 60 meV/Å target."""
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose("train", ["pipeline=mlip", "logger=csv", "trainer.max_epochs=15",
+                                "trainer.enable_progress_bar=false", "ema_decay=0.99"])
+    metrics = run(cfg, tmp_path / "run")
+    assert metrics["test_force_mae_mev_per_ang"] < 150
+    assert metrics["test_energy_mae_mev_per_atom"] < 100

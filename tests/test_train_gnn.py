@@ -98,7 +98,17 @@ def test_wandb_logging_failure_does_not_stop_training(tmp_path, monkeypatch):
     assert "test_acc" in metrics and "val_acc" in csv
 
 
-def test_ddp_on_cpu_trains(tmp_path):
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ddp_on_cpu_trains(tmp_path, monkeypatch):
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
     single = run(config("trainer.max_epochs=30", *SMALL_GRAPH, "logger=csv",
                         "optim.lr=0.01"), tmp_path / "one")
     ddp = run(config("trainer=ddp", "trainer.devices=2", "trainer.strategy=ddp_spawn",

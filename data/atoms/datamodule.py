@@ -90,6 +90,11 @@ class AtomsDataModule(L.LightningDataModule):
         self.force_rms = force_rms(self.train_structures)
         self.datasets: dict[str, AtomsDataset] = {}
 
+    @property
+    def dropped_fraction(self) -> float:
+        """Fraction of the training split the max-force filter removed."""
+        return self.n_dropped / (self.n_dropped + len(self.train_structures))
+
     @classmethod
     def from_source(
         cls, name: str = "emt", train=None, test=None, source: dict | None = None, **kwargs

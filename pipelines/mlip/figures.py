@@ -13,10 +13,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
-def _parity(ax, ref, pred, label: str, unit: str, mae: str) -> None:
+def _parity(ax, ref, pred, label: str, unit: str, mae: str, size: float) -> None:
     lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
     ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, zorder=0)
-    ax.scatter(ref, pred, s=3, alpha=0.4, lw=0)
+    ax.scatter(ref, pred, s=size, alpha=0.5, lw=0)
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_box_aspect(1)
@@ -36,7 +36,7 @@ def parity_plots(arrays: dict[str, np.ndarray], out_dir: str | Path) -> list[Pat
     fig = Figure(figsize=(4.5, 4.5), layout="constrained")
     ax = fig.add_subplot()
     mae = f"MAE {1000 * np.abs(e_pred - e_ref).mean():.2f} meV/atom\n{len(e_ref)} structures"
-    _parity(ax, e_ref, e_pred, "energy", "eV/atom", mae)
+    _parity(ax, e_ref, e_pred, "energy", "eV/atom", mae, size=12)
     ax.set_title("Energy per atom, test set")
     energy_path = out_dir / "parity_energy.png"
     fig.savefig(energy_path, dpi=150)
@@ -44,7 +44,7 @@ def parity_plots(arrays: dict[str, np.ndarray], out_dir: str | Path) -> list[Pat
     fig = Figure(figsize=(4.5, 4.5), layout="constrained")
     ax = fig.add_subplot()
     mae = f"MAE {1000 * np.abs(f_pred - f_ref).mean():.1f} meV/Å\n{len(f_ref)} components"
-    _parity(ax, f_ref, f_pred, "force component", "eV/Å", mae)
+    _parity(ax, f_ref, f_pred, "force component", "eV/Å", mae, size=3)
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_title("Forces, test set (symlog beyond ±1 eV/Å)")

@@ -47,7 +47,7 @@ class MLIPModule(L.LightningModule):
         model_kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
         self.model: AtomisticModel = build_model(cfg["model"]["name"], **model_kwargs)
         self.model.to(DTYPES[p.get("dtype", "float32")])
-        self.loss_fn = EnergyForceLoss(p["energy_weight"], p["force_weight"], p["force_clip"])
+        self.loss_fn = EnergyForceLoss(p["energy_weight"], p["force_weight"], p.get("force_clip"))
         self.val_metrics = EnergyForceMetrics()
         self.test_metrics = EnergyForceMetrics()
         self.dropped_fraction = 0.0
@@ -58,7 +58,7 @@ class MLIPModule(L.LightningModule):
     def on_fit_start(self) -> None:
         dm = self.trainer.datamodule
         if dm is not None:
-            self.dropped_fraction = dm.n_dropped / (dm.n_dropped + len(dm.train_structures))
+            self.dropped_fraction = dm.dropped_fraction
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         parts = self.loss_fn(self.model(batch), batch)
@@ -79,7 +79,7 @@ class MLIPModule(L.LightningModule):
         """Forces need autograd here; the model enables it even under inference mode."""
         pred = self.model(batch)
         loss = self.loss_fn(pred, batch)["loss"]
-        self.log(f"{split}_loss", loss, batch_size=batch["n_atoms"].numel())
+        self.log(f"{split}_loss", loss, batch_size=batch["n_atoms"].numel(), sync_dist=True)
         metrics.update(pred, batch)
 
     def on_validation_epoch_end(self) -> None:

@@ -82,7 +82,7 @@ class MLIPPipeline:
             n_val=len(datamodule.val_structures),
             n_test=len(datamodule.test_structures),
             max_force_dropped=datamodule.n_dropped,
-            max_force_dropped_fraction=module.dropped_fraction,
+            max_force_dropped_fraction=datamodule.dropped_fraction,
         )
         return metrics
 
@@ -90,10 +90,10 @@ class MLIPPipeline:
         """Energy and force parity plots on the test set (written by rank 0 only)."""
         if trainer is not None and not trainer.is_global_zero:
             return []
-        return parity_plots(test_arrays(module, datamodule.test_dataloader()), out_dir)
+        return parity_plots(prediction_arrays(module, datamodule.test_dataloader()), out_dir)
 
 
-def test_arrays(module: MLIPModule, loader) -> dict[str, np.ndarray]:
+def prediction_arrays(module: MLIPModule, loader) -> dict[str, np.ndarray]:
     """Reference and predicted per-atom energies and force components as numpy arrays."""
     parts = {"energy_ref": [], "energy_pred": [], "forces_ref": [], "forces_pred": []}
     for pred, batch in module.predictions(loader):
