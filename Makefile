@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 export WANDB_MODE ?= offline
 
-.PHONY: install run test test-slow lint bench studies clean
+.PHONY: install run test test-slurm test-slow lint bench studies clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,9 @@ run: install
 
 test: install
 	$(BIN)/pytest -q
+
+test-slurm: install  # needs a Slurm: bash scripts/slurm_up.sh (CI brings one up)
+	$(BIN)/pytest -q -m slurm
 
 test-slow: install
 	$(BIN)/pytest -q -m slow

@@ -3,8 +3,9 @@ PyG loop with the same model, optimizer and per-epoch evaluation, in the same ru
 
     python bench/gnn_speed.py [--epochs 60] [--million]
 
-Reports the median ms per epoch of each (median over alternating repeats) and their ratio, on Cora and on a 10^5-node
-synthetic graph; with --million, one epoch on a 10^6-node graph (time and peak RSS).
+Reports the median ms per epoch of each (median over alternating repeats) and their
+ratio, on Cora and on a 10^5-node synthetic graph; with --million, one epoch on a
+10^6-node graph (time and peak RSS).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import checks
-from .base import StepContext, Transform, global_norm
+from .base import LazyUpdate, StepContext, Transform, global_norm
 
 _TINY = 1e-6  # as torch.nn.utils.clip_grad_norm_: scale = max_norm / (norm + 1e-6)
 
@@ -122,6 +122,8 @@ class ClipUpdateNorm(ClipByGlobalNorm):
     """After the moments: scale the update direction so its global norm is at most
     ``max_update_norm`` (the step taken is then at most lr * max_update_norm)."""
 
+    takes_lazy = True  # materialises it itself, then scales its own tensors in place
+
     def __init__(self, max_norm=1.0):
         self.hparams = {"max_update_norm": max_norm}
         self.validate(self.hparams)
@@ -130,9 +132,17 @@ class ClipUpdateNorm(ClipByGlobalNorm):
         checks.positive("max_update_norm", group["max_update_norm"])
 
     def update(self, updates, ctx):
-        norm = global_norm(updates)
-        out, scale = _scaled_by_norm(updates, norm, ctx.group["max_update_norm"])
-        _record(ctx, norm, norm * scale, norm > ctx.group["max_update_norm"])
+        max_norm = ctx.group["max_update_norm"]
+        if isinstance(updates, LazyUpdate):
+            updates = updates.materialize()
+            norm = global_norm(updates)
+            scale = torch.clamp(max_norm / (norm + _TINY), max=1.0)
+            torch._foreach_mul_(updates, scale.to(updates[0].device))
+            out = updates
+        else:
+            norm = global_norm(updates)
+            out, scale = _scaled_by_norm(updates, norm, max_norm)
+        _record(ctx, norm, norm * scale, norm > max_norm)
         return out
 
 

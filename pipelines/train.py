@@ -15,13 +15,13 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
 from lightning.pytorch.callbacks import (
     EMAWeightAveraging,
     LearningRateMonitor,
     ModelCheckpoint,
     TQDMProgressBar,
 )
+from omegaconf import OmegaConf
 
 from pipelines import registry
 from pipelines.harness.callbacks import OptimizerTelemetry, StepSeeds

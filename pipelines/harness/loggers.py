@@ -6,11 +6,14 @@ directory, a network error while logging) becomes a warning and the run goes on 
 
 from __future__ import annotations
 
+import csv
 import os
 import warnings
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import OmegaConf
 
 
@@ -37,8 +40,40 @@ class SafeWandbLogger(WandbLogger):
         return self._safely("after_save_checkpoint", *args, **kwargs)
 
 
+class _ContinuingWriter(ExperimentWriter):
+    """Keeps an existing metrics.csv (Lightning's writer deletes it): a requeued run resumes
+    in the same run dir. Rows the killed run logged at or past the step (or epoch) the resumed run
+    starts from are dropped, so no epoch appears twice."""
+
+    def __init__(self, log_dir: str) -> None:
+        path = Path(log_dir) / self.NAME_METRICS_FILE
+        with open(path, newline="") if path.is_file() else open(os.devnull) as f:
+            self._earlier = list(csv.DictReader(f))
+        super().__init__(log_dir)
+
+    def save(self) -> None:
+        if self._earlier and self.metrics:
+            step = min(int(m["step"]) for m in self.metrics)
+            epoch = min((int(m["epoch"]) for m in self.metrics if "epoch" in m), default=None)
+            kept = [{k: v for k, v in r.items() if v != ""} for r in self._earlier
+                    if int(r["step"]) < step
+                    and (epoch is None or not r.get("epoch") or int(r["epoch"]) < epoch)]
+            self.metrics, self._earlier = kept + self.metrics, None
+        super().save()
+
+
+class ContinuingCSVLogger(CSVLogger):
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
 def build_loggers(cfg, run_dir: Path) -> list:
-    loggers = [CSVLogger(save_dir=str(run_dir), name="", version="csv")]
+    loggers = [ContinuingCSVLogger(save_dir=str(run_dir), name="", version="csv")]
     wb = cfg.logger.wandb
     if wb.enabled:
         wandb_logger = _wandb(cfg, wb, run_dir)
