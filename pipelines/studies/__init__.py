@@ -17,4 +17,6 @@ STUDIES = {
     "cyclic": "cyclical base rate on Adam vs constant and cosine, digits MLP",
     "clip": "clip before the moments vs clip the update under heavy-tailed gradient noise",
     "robust": "Huber loss x Adam under outlier contamination: redundant or synergistic?",
+    "rl": "policy gradients: Adam vs SGD+momentum vs RMSprop x REINFORCE/PPO, steps to threshold",
+    "mlip": "close-approach forces: Adam/AMSGrad/AdamW x force handling, divergence and MAE",
 }

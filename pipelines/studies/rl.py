@@ -1,0 +1,192 @@
+"""rl: does Adam's adaptive denominator temper noisy policy gradients?
+
+Every cell is a real `adamlab train pipeline=rl` run (``pipelines.train.run``) on a composed
+config; the study reads each run's summary and its csv/metrics.csv (episodic return and the
+policy-gradient variance across minibatches over env steps). Each optimizer keeps its own
+conventional lr (set in configs/study/rl.yaml): the comparison is of optimizers as used.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from .figures import band, plt, save
+from .report import Check, Outcome, Table
+from .stats import column, less, summarize
+
+CLAIM = ("Policy gradients are noisy; Adam's adaptive denominator tempers noisy components and "
+         "stabilises learning: with the same algorithm Adam reaches the return threshold in "
+         "fewer env steps than SGD+momentum, and its final returns spread less across seeds.")
+METRICS = ["steps_to_threshold", "reached", "final_return", "eval_return",
+           "pg_grad_variance_mean"]
+
+
+def compose_train(overrides: list[str]):
+    """The `adamlab train` config for ``overrides``; a running Hydra app (the study) keeps
+    its global state."""
+    from pipelines.train import CONFIGS
+
+    gh = GlobalHydra.instance()
+    saved = gh.hydra if gh.is_initialized() else None
+    gh.clear()
+    try:
+        with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+            return compose(config_name="train", overrides=list(overrides))
+    finally:
+        gh.clear()
+        if saved is not None:
+            gh.initialize(saved)
+
+
+def train(overrides: list[str], run_dir: Path) -> tuple[dict, list[dict]]:
+    """One training run: its summary metrics and the rows of its csv/metrics.csv."""
+    from pipelines.train import run
+
+    metrics = run(compose_train(overrides), run_dir)
+    path = next(iter(sorted(run_dir.rglob("metrics.csv"))), None)
+    rows = list(csv.DictReader(path.open())) if path else []
+    return metrics, rows
+
+
+def series(rows: list[dict], key: str, x: str = "env_steps") -> tuple[np.ndarray, np.ndarray]:
+    pts = [(float(r[x]), float(r[key])) for r in rows
+           if r.get(key, "") != "" and r.get(x, "") != ""]
+    pts = [p for p in pts if math.isfinite(p[1])]
+    if not pts:
+        return np.zeros(0), np.zeros(0)
+    xs, ys = map(np.asarray, zip(*sorted(pts)))
+    return xs, ys
+
+
+def on_grid(grid, xs, ys):
+    return np.interp(grid, xs, ys) if len(xs) else np.full(len(grid), np.nan)
+
+
+def overrides_for(p, env: str, algo: str, opt: str, seed: int) -> list[str]:
+    e, a, o = p.envs[env], p.algorithms[algo], p.optimizers[opt]
+    out = ["pipeline=rl", f"env.id={env}", f"seed={seed}", "logger=csv",
+           "trainer.enable_progress_bar=false",
+           f"pipeline.total_timesteps={p.total_timesteps}",
+           f"pipeline.steps_per_epoch={p.total_timesteps}",
+           f"pipeline.eval_episodes={p.eval_episodes}",
+           f"pipeline.threshold={e.threshold}", *a, f"optim={o.optim}"]
+    out += [f"optim.{k}={v}" for k, v in o.items() if k != "optim"]
+    return out
+
+
+def run(p, out_dir) -> Outcome:
+    out_dir = Path(out_dir)
+    rows, curves = [], {}
+    for env in p.envs_used:
+        for algo in p.algorithms_used:
+            for opt in p.optimizers:
+                for seed in range(p.seeds):
+                    run_dir = out_dir / "runs" / f"{env}-{algo}-{opt}-s{seed}"
+                    m, csv_rows = train(overrides_for(p, env, algo, opt, seed), run_dir)
+                    reached = m.get("steps_to_threshold")
+                    variance = series(csv_rows, "pg_grad_variance")
+                    var = variance[1]
+                    curves[(env, algo, opt, seed)] = (series(csv_rows, "episodic_return"),
+                                                      variance)
+                    rows.append({"env": env, "algorithm": algo, "optimizer": opt, "seed": seed,
+                                 "steps_to_threshold": (reached if reached is not None
+                                                        else p.total_timesteps),
+                                 "reached": int(reached is not None),
+                                 "final_return": m.get("mean_return_last20"),
+                                 "eval_return": m.get("eval_return"),
+                                 "pg_grad_variance_mean": (float(np.mean(var)) if len(var)
+                                                           else math.nan)})
+    add_spread(rows)
+    table = Table("Per env, algorithm and optimizer (steps_to_threshold: the budget when never "
+                  "reached)", rows, ["env", "algorithm", "optimizer"], METRICS)
+    figures = [plot(curves, p, out_dir, 0, "episodic return", "return_curves.png"),
+               plot(curves, p, out_dir, 1, "pg_grad_variance", "pg_grad_variance.png",
+                    log=True)]
+    setup = [f"Envs {list(p.envs_used)} (thresholds "
+             + ", ".join(f"{e}: {p.envs[e].threshold}" for e in p.envs_used)
+             + f"); algorithms {list(p.algorithms_used)}; {p.total_timesteps} env steps per "
+             f"run; {p.seeds} seeds; every run is `adamlab train pipeline=rl` with logger=csv.",
+             "Optimizers at their usual RL rates: " + "; ".join(
+                 f"{n} = {dict(s)}" for n, s in p.optimizers.items()) + ".",
+             "final_return = mean return of the last 20 training episodes; eval_return = "
+             "greedy evaluation at the end; pg_grad_variance_mean = mean over training of the "
+             "pipeline's policy-gradient variance across minibatches. The spread check "
+             "compares |final_return - group median| (a Levene-style test) by Welch's CI."]
+    return Outcome(rows, [table], figures, checks(rows, p), setup, notes(rows, p))
+
+
+def add_spread(rows):
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["env"], r["algorithm"], r["optimizer"]), []).append(r)
+    for rs in groups.values():
+        vals = [r["final_return"] for r in rs if r["final_return"] is not None]
+        med = float(np.median(vals)) if vals else math.nan
+        for r in rs:
+            r["final_return_absdev"] = (abs(r["final_return"] - med)
+                                        if r["final_return"] is not None else math.nan)
+
+
+def checks(rows, p) -> list[Check]:
+    out = []
+    for env in p.envs_used:
+        for algo in p.algorithms_used:
+            def col(key, opt, env=env, algo=algo):
+                return column(rows, key, env=env, algorithm=algo, optimizer=opt)
+            sa, ss = col("steps_to_threshold", "adam"), col("steps_to_threshold", "sgd")
+            out.append(Check(
+                f"{env}/{algo}: Adam reaches the threshold in fewer steps than SGD+momentum",
+                less(sa, ss),
+                f"steps to threshold Adam {summarize(sa).mean:.4g} vs SGD "
+                f"{summarize(ss).mean:.4g} (reached {sum(col('reached', 'adam'))}/{len(sa)} "
+                f"vs {sum(col('reached', 'sgd'))}/{len(ss)})"))
+            da, ds = col("final_return_absdev", "adam"), col("final_return_absdev", "sgd")
+            fa, fs = summarize(col("final_return", "adam")), summarize(col("final_return", "sgd"))
+            # |x - median| is constant within a pair of seeds: the test needs three
+            spread = less(da, ds) if min(len(da), len(ds)) >= 3 else None
+            out.append(Check(
+                f"{env}/{algo}: Adam's final returns spread less than SGD+momentum's",
+                spread,
+                f"final return Adam {fa.mean:.4g} ± {fa.std:.3g} vs SGD {fs.mean:.4g} ± "
+                f"{fs.std:.3g}; mean |dev from median| {summarize(da).mean:.3g} vs "
+                f"{summarize(ds).mean:.3g}"))
+    return out
+
+
+def notes(rows, p) -> list[str]:
+    out = []
+    for env in p.envs_used:
+        for algo in p.algorithms_used:
+            v = {o: summarize(column(rows, "pg_grad_variance_mean", env=env, algorithm=algo,
+                                     optimizer=o)).mean for o in p.optimizers}
+            out.append(f"{env}/{algo}: mean pg_grad_variance "
+                       + ", ".join(f"{o} {x:.3g}" for o, x in v.items())
+                       + " (measured on each optimizer's own trajectory, so it mixes the "
+                       "optimizer's effect on the policy with the gradient noise itself).")
+    return out
+
+
+def plot(curves, p, out_dir, which, ylabel, name, log=False):
+    envs, algos = list(p.envs_used), list(p.algorithms_used)
+    fig, axes = plt.subplots(len(envs), len(algos), figsize=(4.5 * len(algos), 3.6 * len(envs)),
+                             squeeze=False)
+    grid = np.linspace(0, p.total_timesteps, 50)
+    for i, env in enumerate(envs):
+        for j, algo in enumerate(algos):
+            ax = axes[i][j]
+            for opt in p.optimizers:
+                ys = [on_grid(grid, *curves[(env, algo, opt, s)][which])
+                      for s in range(p.seeds)]
+                band(ax, grid, ys, opt)
+            if log:
+                ax.set_yscale("log")
+            ax.set(title=f"{env} / {algo}", xlabel="env steps", ylabel=ylabel)
+            ax.legend(fontsize=8)
+    fig.suptitle("mean ± std over seeds")
+    return save(fig, out_dir / name)

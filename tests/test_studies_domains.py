@@ -1,0 +1,77 @@
+"""The domain studies (rl, mlip) end to end through `adamlab study` on a tiny budget: every
+cell a real `adamlab train` run, the report's numbers are the CSV's, the figures are PNGs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+import torch
+from test_studies import assert_matches_csv, report_tables
+
+from pipelines import study
+from pipelines.studies import STUDIES, mlip
+
+TINY_DOMAINS = {
+    "rl": ["study.quick.seeds=2", "study.quick.total_timesteps=2000",
+           "study.quick.eval_episodes=2", "study.quick.algorithms_used=[reinforce_baseline,ppo]",
+           "study.optimizers={adam:{optim:adam,lr:0.001},sgd:{optim:sgd,lr:0.01,momentum:0.9}}"],
+    "mlip": ["study.quick.seeds=1", "study.quick.n_configs=40", "study.quick.epochs=2",
+             "study.quick.handlings_used=[none,grad_clip,filter]",
+             "study.quick.model=['model.hidden=8','model.num_interactions=1',"
+             "'model.num_rbf=8','+data.size=[1,1,1]','+data.snapshots_per_run=5']"],
+}
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("ADAMLAB_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_domain_studies_are_registered():
+    assert {"rl", "mlip"} <= set(STUDIES)
+
+
+@pytest.mark.parametrize("name", ["rl", "mlip"])
+def test_domain_study_end_to_end(name, tmp_path):
+    out = tmp_path / "run"
+    study.main([name, f"hydra.run.dir={out}", *TINY_DOMAINS[name]])
+    for f in ("report.md", "results.csv", "summary.csv", "summary.json", "config.yaml"):
+        assert (out / f).is_file(), f
+    text = (out / "report.md").read_text()
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(figures) == 2
+    for fig in figures:
+        assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
+    with (out / "results.csv").open() as f:
+        results = list(csv.DictReader(f))
+    tables = report_tables(text)
+    assert tables
+    for table in tables:
+        assert_matches_csv(table, results)
+    verdict = re.search(r"## Verdict\n\n\*\*(.+?)\*\*: ", text)
+    summary = json.loads((out / "summary.json").read_text())
+    assert verdict and verdict.group(1) == summary["verdict"]
+    # every cell is a real training run with its own run directory and summary
+    runs = sorted((out / "runs").iterdir())
+    assert len(runs) == len(results)
+    for run in runs:
+        assert json.loads((run / "summary.json").read_text())["pipeline"] == name
+
+
+def test_spikes_count_jumps_over_the_running_minimum():
+    assert mlip.spikes([10.0, 5.0, 14.0, 16.0, 4.0, float("nan")], 3.0) == 2
+    assert mlip.spikes([3.0, 2.0, 1.0], 3.0) == 0
+
+
+def test_epoch_losses_group_steps_by_epoch():
+    rows = [{"epoch": "0", "train_loss": "4"}, {"epoch": "0", "train_loss": "2"},
+            {"epoch": "0", "train_loss": ""}, {"epoch": "1", "train_loss": "1"}]
+    assert mlip.epoch_losses(rows) == ([4.0, 2.0, 1.0], [3.0, 1.0])
