@@ -97,7 +97,11 @@ class ChainOptimizer(Optimizer):
 
     def _step_group(self, ctx: StepContext) -> None:
         before = [p.detach().clone() for p in ctx.params] if ctx.recording else None
-        torch._foreach_add_([s["step"] for s in ctx.states], 1.0)
+        steps = [s["step"] for s in ctx.states]
+        if steps[0].is_cpu:  # as torch does: one wrapped scalar, not one per tensor
+            torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
+        else:
+            torch._foreach_add_(steps, 1.0)
         if ctx.recording:
             ctx.stats.grad_norm, ctx.stats.clipped_grad_norm = ctx.grad_norm(), None
         ctx.stats.steps += 1
