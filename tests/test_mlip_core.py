@@ -34,12 +34,7 @@ CUTOFF = 4.0
 SMALL = dict(cutoff=CUTOFF, hidden=16, num_interactions=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(cls, seed=0, dtype=torch.float64):

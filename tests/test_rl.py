@@ -28,12 +28,7 @@ from pipelines.train import CONFIGS, run
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "optim.eps=1e-5"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(*overrides):

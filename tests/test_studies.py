@@ -102,14 +102,20 @@ def assert_matches_csv(table: list[list[str]], results: list[dict]):
 def test_study_end_to_end(name, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     run_study(name, tmp_path)
+    check_study_run(tmp_path)
+
+
+def check_study_run(out):
+    """The run dir holds its files and real PNGs, every report table matches results.csv,
+    and the verdict is one of the three. Returns (figures, results, verdict)."""
     for f in ("report.md", "results.csv", "summary.csv", "summary.json", "config.yaml"):
-        assert (tmp_path / f).is_file(), f
-    text = (tmp_path / "report.md").read_text()
+        assert (out / f).is_file(), f
+    text = (out / "report.md").read_text()
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert figures
     for fig in figures:
-        assert (tmp_path / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
-    with (tmp_path / "results.csv").open() as f:
+        assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
+    with (out / "results.csv").open() as f:
         results = list(csv.DictReader(f))
     tables = report_tables(text)
     assert tables
@@ -117,6 +123,7 @@ def test_study_end_to_end(name, tmp_path, monkeypatch):
         assert_matches_csv(table, results)
     verdict = re.search(r"## Verdict\n\n\*\*(.+?)\*\*: ", text)
     assert verdict and verdict.group(1) in ("supported", "mixed", "not supported")
+    return figures, results, verdict.group(1)
 
 
 def test_wandb_offline_run_in_the_run_dir(tmp_path, monkeypatch):
