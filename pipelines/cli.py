@@ -24,12 +24,14 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE, file=sys.stderr)
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
     command, rest = argv[0], argv[1:]
-    sys.argv = [f"adamlab {command}", *rest]
     if command == "train":
-        from pipelines.train import main as app
+        from pipelines import train as app
     else:
-        from pipelines.study import main as app
-    app()
+        from pipelines import study as app
+    # argv[0] is the app's own file: Lightning's DDP launcher re-executes `python argv[0]
+    # <overrides>` for the other ranks, which must land in the same Hydra app
+    sys.argv = [app.__file__, *rest]
+    app.main()
 
 
 if __name__ == "__main__":
