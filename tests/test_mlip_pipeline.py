@@ -215,6 +215,19 @@ def test_harness_run_writes_summary(tmp_path):
 # ---------------------------------------------------------------- metrics
 
 
+def test_resume_continues_exactly(tmp_path):
+    """4 epochs straight equal 2 epochs + resume for 2 more: the shuffled batch order is a
+    function of (seed, epoch), not of the RNG state the first run left behind."""
+    cache = tmp_path / "cache"
+    straight = run(_cfg(cache, "trainer.max_epochs=4"), tmp_path / "straight")
+    run(_cfg(cache, "trainer.max_epochs=2"), tmp_path / "first")
+    resumed = run(_cfg(cache, "trainer.max_epochs=4", f"resume={tmp_path / 'first'}"),
+                  tmp_path / "resumed")
+    assert resumed == straight
+    other = run(_cfg(cache, "trainer.max_epochs=4", "seed=1"), tmp_path / "other")
+    assert other != straight
+
+
 def test_metrics_by_force_bin():
     ref = torch.tensor([[0.5, 0, 0], [0, 3.0, 0], [0, 0, 30.0], [0.1, 0.1, 0.1]])
     err = torch.tensor([[0.03, 0, 0], [0.3, 0, 0], [0, 0, 6.0], [0.0, 0.0, 0.03]])

@@ -19,6 +19,7 @@ from data.atoms.readers import (
     max_force_filter,
     read_structures,
 )
+from data.sampling import EpochShuffle
 
 
 def load_structures(
@@ -54,7 +55,8 @@ def load_structures(
 class AtomsDataModule(L.LightningDataModule):
     """Train/val/test loaders of batched structure graphs.
 
-    Missing ``val``/``test`` are split off ``train`` with a seeded permutation. ``max_force``
+    Missing ``val``/``test`` are split off ``train`` with a permutation seeded by ``seed``;
+    the training order is a function of (``shuffle_seed``, epoch), so resuming is exact. ``max_force``
     drops training structures whose largest reference force exceeds it (eV/Å); validation and
     test keep everything so metrics stay comparable across force-handling options.
     ``n_dropped``, ``reference_energies`` and ``force_rms`` describe the final training set.
@@ -70,13 +72,14 @@ class AtomsDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         seed: int = 0,
+        shuffle_seed: int = 0,
         max_force: float | None = None,
         dtype: torch.dtype = torch.float32,
         num_workers: int = 0,
     ):
         super().__init__()
         self.cutoff, self.batch_size, self.dtype = cutoff, batch_size, dtype
-        self.num_workers = num_workers
+        self.num_workers, self.shuffle_seed = num_workers, shuffle_seed
         splits = _split(train, val, test, val_fraction, test_fraction, seed)
         self.train_structures, self.val_structures, self.test_structures = splits
         self.n_dropped = 0
@@ -113,10 +116,11 @@ class AtomsDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
+        dataset = self.datasets[split]
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffle(len(dataset), self.shuffle_seed) if shuffle else None,
             collate_fn=collate_atoms,
             num_workers=self.num_workers,
         )

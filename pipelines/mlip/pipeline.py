@@ -52,6 +52,7 @@ class MLIPPipeline:
             val_fraction=p.get("val_fraction", 0.1),
             test_fraction=p.get("test_fraction", 0.1),
             seed=d.get("seed", 0),
+            shuffle_seed=cfg.seed,
             max_force=p.get("max_force"),
             dtype=DTYPES[p.get("dtype", "float32")],
             num_workers=p.get("num_workers", 0),
