@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from pipelines import registry
 from pipelines.harness.callbacks import OptimizerTelemetry, StepSeeds
 from pipelines.harness.checkpoint_io import AtomicCheckpointIO
-from pipelines.harness.loggers import build_loggers, finish, wandb_dir
+from pipelines.harness.loggers import OfflineWandbResume, build_loggers, finish, wandb_dir
 from pipelines.harness.run_dir import write_config, write_summary
 from pipelines.harness.slurm import DeferredRequeue
 from pipelines.harness.validation import resume_checkpoint, validate_common
@@ -78,6 +78,7 @@ def _callbacks(cfg, run_dir: Path, monitor, mode) -> list:
         OptimizerTelemetry(cfg.telemetry_every),
         StepSeeds(cfg.seed),
         DeferredRequeue(),
+        OfflineWandbResume(),
     ]
     if cfg.trainer.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.trainer.log_every_n_steps)))

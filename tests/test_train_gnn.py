@@ -164,3 +164,29 @@ def test_cora_accuracy_over_ten_seeds(experiment, floor, tmp_path):
                        "telemetry_every=0", "trainer.enable_progress_bar=false"),
                 tmp_path / str(s))["test_acc"] for s in range(10)]
     assert sum(accs) / len(accs) >= floor, accs
+
+
+def test_resumed_run_keeps_one_offline_wandb_run(tmp_path, monkeypatch):
+    """Offline W&B cannot resume a run, so each attempt would leave its own directory: the
+    resumed attempt replays the earlier rows and keeps one run, equal to an uninterrupted
+    one, with continuous steps."""
+    from wandb_records import history
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    common = (*SMALL_GRAPH, "model.dropout=0.5")
+    run(config("trainer.max_epochs=6", *common), tmp_path / "straight")
+    first = config("trainer.max_epochs=3", "logger.wandb.id=resumed-run", *common)
+    run(first, tmp_path / "resumed")
+    run(config("trainer.max_epochs=6", "logger.wandb.id=resumed-run", *common,
+               f"resume={tmp_path / 'resumed' / 'checkpoints' / 'last.ckpt'}"),
+        tmp_path / "resumed")
+    (kept,) = (tmp_path / "resumed" / "wandb").glob("offline-run-*")
+    assert kept.name.endswith("-resumed-run")
+    (straight,) = (tmp_path / "straight" / "wandb").glob("offline-run-*")
+
+    def rows(d):
+        return [{k: v for k, v in r.items() if k not in ("_runtime", "_timestamp")}
+                for r in history(d)]
+    logged = rows(kept)
+    assert [r["_step"] for r in logged] == list(range(len(logged)))
+    assert logged == rows(straight)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import warnings
 from pathlib import Path
 
+import lightning as L
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -43,23 +45,28 @@ class SafeWandbLogger(WandbLogger):
 class _ContinuingWriter(ExperimentWriter):
     """Keeps an existing metrics.csv (Lightning's writer deletes it): a requeued run resumes
     in the same run dir. Rows the killed run logged at or past the step (or epoch) the resumed run
-    starts from are dropped, so no epoch appears twice."""
+    starts from are dropped, so no epoch appears twice. ``earlier`` keeps the rows found."""
 
     def __init__(self, log_dir: str) -> None:
         path = Path(log_dir) / self.NAME_METRICS_FILE
         with open(path, newline="") if path.is_file() else open(os.devnull) as f:
-            self._earlier = list(csv.DictReader(f))
+            self.earlier = [{k: v for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+        self._merged = not self.earlier
         super().__init__(log_dir)
 
     def save(self) -> None:
-        if self._earlier and self.metrics:
+        if not self._merged and self.metrics:
             step = min(int(m["step"]) for m in self.metrics)
             epoch = min((int(m["epoch"]) for m in self.metrics if "epoch" in m), default=None)
-            kept = [{k: v for k, v in r.items() if v != ""} for r in self._earlier
-                    if int(r["step"]) < step
-                    and (epoch is None or not r.get("epoch") or int(r["epoch"]) < epoch)]
-            self.metrics, self._earlier = kept + self.metrics, None
+            self.metrics = rows_before(self.earlier, step, epoch) + self.metrics
+            self._merged = True
         super().save()
+
+
+def rows_before(rows: list[dict], step: int, epoch: int | None) -> list[dict]:
+    """The csv rows an earlier attempt logged before the (step, epoch) a run resumes at."""
+    return [r for r in rows if int(r["step"]) < step
+            and (epoch is None or not r.get("epoch") or int(float(r["epoch"])) < epoch)]
 
 
 class ContinuingCSVLogger(CSVLogger):
@@ -70,6 +77,41 @@ class ContinuingCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _ContinuingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+class OfflineWandbResume(L.Callback):
+    """One offline W&B run per run dir, also across requeues.
+
+    Offline, W&B cannot resume: every attempt of a requeued job writes a new
+    ``offline-run-<time>-<id>`` directory, even with the same id. When a run resumes from a
+    checkpoint, this replays the rows the earlier attempts logged before that point (from
+    csv/metrics.csv, which gets every logged row too) into the new W&B run, through the same
+    ``log_metrics`` call, and then removes the earlier directories: the run dir keeps one W&B
+    run whose steps continue. Online, ``resume="allow"`` continues the run on the server and
+    this does nothing.
+    """
+
+    def on_train_start(self, trainer, pl_module):
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the loggers' step
+        wb = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+        if not trainer.is_global_zero or wb is None or (step == 0 == trainer.current_epoch):
+            return
+        try:
+            run = wb.experiment
+            here = Path(run.settings.sync_dir)
+            earlier = [d for d in here.parent.glob(f"offline-run-*-{run.id}") if d != here]
+            if not run.settings._offline or not earlier:
+                return
+            table = next(lg for lg in trainer.loggers if isinstance(lg, ContinuingCSVLogger))
+            rows = rows_before(table.experiment.earlier, step, trainer.current_epoch)
+            for row in rows:
+                values = {k: float(v) for k, v in row.items() if k != "step"}
+                wb.log_metrics(values, step=int(row["step"]))
+            for d in earlier:
+                shutil.rmtree(d)
+        except Exception as error:  # noqa: BLE001 - logging must never kill training
+            warnings.warn(f"W&B offline resume failed ({error!r}); earlier attempts stay in "
+                          "their own offline-run directories", stacklevel=2)
 
 
 def build_loggers(cfg, run_dir: Path) -> list:

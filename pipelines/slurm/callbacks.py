@@ -3,7 +3,7 @@
 Hydra only instantiates launchers from the ``hydra_plugins`` package, so instead of
 subclassing hydra-submitit-launcher this callback runs inside each array job:
 - it gives the job a W&B id derived from the sweep dir and the array job/task id, with
-  resume allowed, so a job Lightning requeues continues its W&B run;
+  resume allowed, so a requeued job continues its W&B run;
 - it prints a failed job's traceback into the job's own log and hands the sweep a plain,
   picklable error (the harness's exceptions need not survive submitit's pickling).
 """

@@ -4,9 +4,10 @@
         -o train.sbatch -- pipeline=gnn optim=adamw trainer=ddp
     sbatch train.sbatch
 
-Slurm sends SIGUSR1 90 s before the end; Lightning (SLURMEnvironment, auto_requeue) writes
-hpc_ckpt_N.ckpt in the run dir and requeues the job; the rerun has the same job id, hence
-the same run dir and W&B id, and Lightning restores the checkpoint by itself.
+Slurm sends SIGUSR1 90 s before the end; at the end of the epoch the run writes
+hpc_ckpt_N.ckpt in the run dir, requeues the job and exits (pipelines.harness.slurm); the
+rerun has the same job id, hence the same run dir and W&B id, and Lightning restores the
+checkpoint by itself.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ TEMPLATE = """#!/bin/bash
 #SBATCH --open-mode=append
 #SBATCH --output={log}
 {extra}
-# SIGUSR1 -> Lightning writes hpc_ckpt_N.ckpt and requeues; the rerun keeps this job id,
+# SIGUSR1 -> hpc_ckpt_N.ckpt at the epoch's end, then requeue; the rerun keeps this job id,
 # so run dir and W&B id below stay the same and training resumes from the checkpoint.
 RUN_DIR="${{ADAMLAB_RUNS:-{runs}}}/slurm/{name}-${{SLURM_JOB_ID}}"
 export WANDB_RUN_ID="{name}-{stamp}-${{SLURM_JOB_ID}}" WANDB_RESUME=allow
