@@ -60,3 +60,17 @@ def test_epoch_losses_group_steps_by_epoch():
     rows = [{"epoch": "0", "train_loss": "4"}, {"epoch": "0", "train_loss": "2"},
             {"epoch": "0", "train_loss": ""}, {"epoch": "1", "train_loss": "1"}]
     assert mlip.epoch_losses(rows) == ([4.0, 2.0, 1.0], [3.0, 1.0])
+
+
+def test_cells_in_worker_processes_equal_cells_in_turn(tmp_path):
+    """study.workers > 1: the same runs, in the same order, with the same results."""
+    from pipelines.studies.training import train_all
+
+    cells = [(["pipeline=rl", "algo=ppo", f"seed={s}", "logger=csv",
+               "pipeline.total_timesteps=1024", "trainer.enable_progress_bar=false"],
+              tmp_path / f"{mode}-{s}") for mode in ("turn", "pool") for s in (0, 1)]
+    in_turn = train_all(cells[:2], workers=1)
+    in_pool = train_all(cells[2:], workers=2)
+    assert [m for m, _ in in_pool] == [m for m, _ in in_turn]
+    assert in_turn[0][0] != in_turn[1][0]  # two seeds, two results: the order is checked
+    assert [len(rows) for _, rows in in_pool] == [len(rows) for _, rows in in_turn]

@@ -14,8 +14,8 @@ import numpy as np
 
 from .figures import plt, save
 from .report import Check, Outcome, Table
-from .rl import train
 from .stats import column, less, summarize
+from .training import train_all
 
 CLAIM = ("Close-approach configurations give huge repulsive forces, gradients explode, and "
          "training needs Adam's damping together with explicit clipping: without force "
@@ -60,29 +60,29 @@ def overrides_for(p, opt: str, handling: str, seed: int) -> list[str]:
 def run(p, out_dir) -> Outcome:
     out_dir = Path(out_dir)
     rows, losses = [], {}
-    for opt in p.optimizers_used:
-        for handling in p.handlings_used:
-            for seed in range(p.seeds):
-                run_dir = out_dir / "runs" / f"{opt}-{handling}-s{seed}"
-                m, csv_rows = train(overrides_for(p, opt, handling, seed), run_dir)
-                steps, epochs = epoch_losses(csv_rows)
-                losses[(opt, handling, seed)] = steps
-                bins = m.get("test_force_mae_mev_per_ang_by_force") or {}
-                filled = [b for b, v in bins.items() if v.get("n_atoms")]
-                top = filled[-1] if filled else None
-                mae = m.get("test_force_mae_mev_per_ang")
-                finite = all(math.isfinite(v) for v in steps) and mae is not None
-                exploded = bool(epochs) and epochs[-1] > p.explode_factor * min(epochs)
-                rows.append({"optimizer": opt, "handling": handling, "seed": seed,
-                             "diverged": int(not finite or exploded),
-                             "test_force_mae_mev_per_ang": mae if mae is not None else math.nan,
-                             "largest_bin": top,
-                             "largest_bin_force_mae_mev_per_ang": (
-                                 bins[top]["mae_mev_per_ang"] if top and
-                                 bins[top]["mae_mev_per_ang"] is not None else math.nan),
-                             "loss_spike_epochs": spikes(epochs, p.spike_factor),
-                             "loss_spike_steps": spikes(steps, p.spike_factor),
-                             "max_force_dropped_fraction": m.get("max_force_dropped_fraction")})
+    keys = [(opt, handling, seed) for opt in p.optimizers_used
+            for handling in p.handlings_used for seed in range(p.seeds)]
+    cells = [(overrides_for(p, *key), out_dir / "runs" / "{}-{}-s{}".format(*key))
+             for key in keys]
+    for (opt, handling, seed), (m, csv_rows) in zip(keys, train_all(cells, p.workers)):
+        steps, epochs = epoch_losses(csv_rows)
+        losses[(opt, handling, seed)] = steps
+        bins = m.get("test_force_mae_mev_per_ang_by_force") or {}
+        filled = [b for b, v in bins.items() if v.get("n_atoms")]
+        top = filled[-1] if filled else None
+        mae = m.get("test_force_mae_mev_per_ang")
+        finite = all(math.isfinite(v) for v in steps) and mae is not None
+        exploded = bool(epochs) and epochs[-1] > p.explode_factor * min(epochs)
+        rows.append({"optimizer": opt, "handling": handling, "seed": seed,
+                     "diverged": int(not finite or exploded),
+                     "test_force_mae_mev_per_ang": mae if mae is not None else math.nan,
+                     "largest_bin": top,
+                     "largest_bin_force_mae_mev_per_ang": (
+                         bins[top]["mae_mev_per_ang"] if top and
+                         bins[top]["mae_mev_per_ang"] is not None else math.nan),
+                     "loss_spike_epochs": spikes(epochs, p.spike_factor),
+                     "loss_spike_steps": spikes(steps, p.spike_factor),
+                     "max_force_dropped_fraction": m.get("max_force_dropped_fraction")})
     table = Table("Per optimizer and force handling", rows, ["optimizer", "handling"], METRICS)
     figures = [plot_losses(losses, p, out_dir), plot_mae(rows, p, out_dir)]
     tops = sorted({r["largest_bin"] for r in rows if r["largest_bin"]})

@@ -8,50 +8,21 @@ conventional lr (set in configs/study/rl.yaml): the comparison is of optimizers 
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from .figures import band, plt, save
 from .report import Check, Outcome, Table
 from .stats import column, less, summarize
+from .training import train_all
 
 CLAIM = ("Policy gradients are noisy; Adam's adaptive denominator tempers noisy components and "
          "stabilises learning: with the same algorithm Adam reaches the return threshold in "
          "fewer env steps than SGD+momentum, and its final returns spread less across seeds.")
 METRICS = ["steps_to_threshold", "reached", "final_return", "eval_return",
            "pg_grad_variance_mean"]
-
-
-def compose_train(overrides: list[str]):
-    """The `adamlab train` config for ``overrides``; a running Hydra app (the study) keeps
-    its global state."""
-    from pipelines.train import CONFIGS
-
-    gh = GlobalHydra.instance()
-    saved = gh.hydra if gh.is_initialized() else None
-    gh.clear()
-    try:
-        with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-            return compose(config_name="train", overrides=list(overrides))
-    finally:
-        gh.clear()
-        if saved is not None:
-            gh.initialize(saved)
-
-
-def train(overrides: list[str], run_dir: Path) -> tuple[dict, list[dict]]:
-    """One training run: its summary metrics and the rows of its csv/metrics.csv."""
-    from pipelines.train import run
-
-    metrics = run(compose_train(overrides), run_dir)
-    path = next(iter(sorted(run_dir.rglob("metrics.csv"))), None)
-    rows = list(csv.DictReader(path.open())) if path else []
-    return metrics, rows
 
 
 def series(rows: list[dict], key: str, x: str = "env_steps") -> tuple[np.ndarray, np.ndarray]:
@@ -83,25 +54,23 @@ def overrides_for(p, env: str, algo: str, opt: str, seed: int) -> list[str]:
 def run(p, out_dir) -> Outcome:
     out_dir = Path(out_dir)
     rows, curves = [], {}
-    for env in p.envs_used:
-        for algo in p.algorithms_used:
-            for opt in p.optimizers:
-                for seed in range(p.seeds):
-                    run_dir = out_dir / "runs" / f"{env}-{algo}-{opt}-s{seed}"
-                    m, csv_rows = train(overrides_for(p, env, algo, opt, seed), run_dir)
-                    reached = m.get("steps_to_threshold")
-                    variance = series(csv_rows, "pg_grad_variance")
-                    var = variance[1]
-                    curves[(env, algo, opt, seed)] = (series(csv_rows, "episodic_return"),
-                                                      variance)
-                    rows.append({"env": env, "algorithm": algo, "optimizer": opt, "seed": seed,
-                                 "steps_to_threshold": (reached if reached is not None
-                                                        else p.total_timesteps),
-                                 "reached": int(reached is not None),
-                                 "final_return": m.get("mean_return_last20"),
-                                 "eval_return": m.get("eval_return"),
-                                 "pg_grad_variance_mean": (float(np.mean(var)) if len(var)
-                                                           else math.nan)})
+    keys = [(env, algo, opt, seed) for env in p.envs_used for algo in p.algorithms_used
+            for opt in p.optimizers for seed in range(p.seeds)]
+    cells = [(overrides_for(p, *key), out_dir / "runs" / "{}-{}-{}-s{}".format(*key))
+             for key in keys]
+    for (env, algo, opt, seed), (m, csv_rows) in zip(keys, train_all(cells, p.workers)):
+        reached = m.get("steps_to_threshold")
+        variance = series(csv_rows, "pg_grad_variance")
+        var = variance[1]
+        curves[(env, algo, opt, seed)] = (series(csv_rows, "episodic_return"), variance)
+        rows.append({"env": env, "algorithm": algo, "optimizer": opt, "seed": seed,
+                     "steps_to_threshold": (reached if reached is not None
+                                            else p.total_timesteps),
+                     "reached": int(reached is not None),
+                     "final_return": m.get("mean_return_last20"),
+                     "eval_return": m.get("eval_return"),
+                     "pg_grad_variance_mean": (float(np.mean(var)) if len(var)
+                                               else math.nan)})
     add_spread(rows)
     table = Table("Per env, algorithm and optimizer (steps_to_threshold: the budget when never "
                   "reached)", rows, ["env", "algorithm", "optimizer"], METRICS)
