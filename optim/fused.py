@@ -5,6 +5,11 @@ once per transform; torch's fused Adam/AdamW/SGD do the whole step in one pass. 
 a chain is exactly one of those (optionally behind ``skip_nonfinite`` and
 ``clip_by_global_norm``, which become the kernel's ``grad_scale``), its step is
 handed to the kernel. Anything else runs transform by transform.
+
+Adam with ``clip_update_norm`` needs the update's global norm before any parameter moves.
+The kernel then runs on a zeroed scratch list with lr=1: it updates the moments and leaves
+minus the update in the scratch, in the one pass; the norm and the scaled add to the
+parameters are the two passes the clip cannot avoid.
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import StepContext, Transform
-from .clipping import ClipByGlobalNorm, _record
+from .base import StepContext, Transform, global_norm
+from .clipping import _TINY, ClipByGlobalNorm, ClipUpdateNorm, _record
 from .decay import AddDecayedWeights
 from .guards import ScaleByLr, SkipNonfinite
 from .moments import ScaleByAdam, Trace
@@ -27,6 +32,7 @@ class FusedPlan:
     kind: str  # "adam", "adamw" or "sgd"
     clip: ClipByGlobalNorm | None
     decay: bool
+    update_clip: bool = False
 
     def eligible(self, ctx: StepContext) -> bool:
         p0 = ctx.params[0]
@@ -40,6 +46,8 @@ class FusedPlan:
             return False  # the kernel's grad_scale is float32: it would round the clip factor
         if self.kind == "sgd":
             return len(set(ctx.steps)) == 1
+        if self.update_clip and self.decay and ctx.group["weight_decay"]:
+            return False  # coupled L2 needs the parameters inside the kernel
         return not ctx.group["nesterov"]
 
     def _grad_scale(self, ctx: StepContext):
@@ -66,13 +74,29 @@ class FusedPlan:
             return
         kernel = torch._fused_adamw_ if self.kind == "adamw" else torch._fused_adam_
         b1, b2 = g["betas"]
+        targets = [torch.zeros_like(p) for p in ctx.params] if self.update_clip else ctx.params
         kernel(
-            ctx.params, ctx.grads, [s["exp_avg"] for s in states],
+            targets, ctx.grads, [s["exp_avg"] for s in states],
             [s["exp_avg_sq"] for s in states],
             [s["max_exp_avg_sq"] for s in states] if g["amsgrad"] else [],
-            [s["step"] for s in states], lr=g["lr"], beta1=b1, beta2=b2, weight_decay=wd,
-            eps=g["eps"], amsgrad=g["amsgrad"], maximize=False, grad_scale=grad_scale,
+            [s["step"] for s in states], lr=1.0 if self.update_clip else g["lr"], beta1=b1,
+            beta2=b2, weight_decay=wd, eps=g["eps"], amsgrad=g["amsgrad"], maximize=False,
+            grad_scale=grad_scale,
         )
+        if self.update_clip:
+            self._clipped_update(ctx, targets)
+
+    def _clipped_update(self, ctx: StepContext, negated: list) -> None:
+        """params -= lr * clip(update), with ``negated`` = -update (as ClipUpdateNorm)."""
+        norm = global_norm(negated)
+        max_norm = ctx.group["max_update_norm"]
+        scale = torch.clamp(max_norm / (norm + _TINY), max=1.0)
+        _record(ctx, norm, norm * scale, norm > max_norm)
+        if negated[0].is_cpu:  # a free read on CPU: the scale rides on the add
+            torch._foreach_add_(ctx.params, negated, alpha=ctx.group["lr"] * scale.item())
+        else:
+            torch._foreach_mul_(negated, (scale * ctx.group["lr"]).to(negated[0].device))
+            torch._foreach_add_(ctx.params, negated)
 
 
 def plan(transforms: list[Transform]) -> FusedPlan | None:
@@ -80,6 +104,8 @@ def plan(transforms: list[Transform]) -> FusedPlan | None:
     ts = [t for t in transforms if not isinstance(t, SkipNonfinite)]
     clip = ts.pop(0) if ts and type(ts[0]) is ClipByGlobalNorm else None
     kinds = [_kind(t) for t in ts]
+    if kinds[-2:] == ["update_clip", "lr"] and kinds[:-2] in (["adam"], ["decay", "adam"]):
+        return FusedPlan("adam", clip, kinds[0] == "decay", update_clip=True)
     patterns = {
         ("adam", "lr"): ("adam", False),
         ("decay", "adam", "lr"): ("adam", True),
@@ -102,4 +128,6 @@ def _kind(t: Transform) -> str | None:
         return "trace"
     if type(t) is ScaleByLr:
         return "lr"
+    if type(t) is ClipUpdateNorm:
+        return "update_clip"
     return None

@@ -93,7 +93,8 @@ def test_lowering_is_used_where_a_fused_kernel_exists():
     assert optim.create("adamw", p)._plan.kind == "adamw"
     assert optim.create("adam", p, clip=1.0)._plan.kind == "adam"
     assert optim.create("sgd", p, momentum=0.9)._plan.kind == "sgd"
-    assert optim.create("adam", p, clip=1.0, clip_at="update")._plan is None
+    assert optim.create("adam", p, clip=1.0, clip_at="update")._plan.update_clip
+    assert optim.create("adamw", p, clip=1.0, clip_at="update")._plan is None
     assert optim.create("nadam", p)._plan is None
 
 
@@ -118,6 +119,41 @@ def test_fused_clip_matches_unfused_clip(dtype):
             torch.nn.utils.clip_grad_norm_(group["params"], 0.05)
         ref.step()
     assert max(rel_diff(a, b) for a, b in zip(slow, params)) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("amsgrad", [False, True], ids=["adam", "amsgrad"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_update_clip_lowered_matches_chain_and_written_out_rule(dtype, amsgrad):
+    """Adam + clip_update_norm on the fused kernel (scratch update) equals the chain run
+    transform by transform, and both equal the rule written out per group: the update
+    m_hat / (sqrt(v_hat) + eps) scaled to global norm <= max_norm, then times lr."""
+    kwargs = {"lr": 1e-2, "clip": 3.0, "clip_at": "update", "amsgrad": amsgrad}
+    fast, opt = train(lambda g: optim.create("adam", g, **kwargs), dtype, [{}, {}])
+    slow, _ = train(lambda g: optim.create("adam", g, fused=False, **kwargs), dtype, [{}, {}])
+    assert opt._plan.update_clip
+    assert max(rel_diff(a, b) for a, b in zip(fast, slow)) <= TOL[dtype]
+    assert 0.05 * STEPS < opt.stats[0].clipped < 0.95 * STEPS  # clipped on some steps only
+
+    init, data = make_problem(dtype)
+    params = [p.clone().requires_grad_() for p in init]
+    m, v, vmax = ([torch.zeros_like(p) for p in params] for _ in range(3))
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    for step in range(1, STEPS + 1):
+        grads = torch.autograd.grad(loss_fn(params, *data[(step - 1) % len(data)]), params)
+        with torch.no_grad():
+            for group in ((0, 1), (2, 3)):
+                updates = []
+                for i in group:
+                    m[i] = b1 * m[i] + (1 - b1) * grads[i]
+                    v[i] = b2 * v[i] + (1 - b2) * grads[i] ** 2
+                    vmax[i] = torch.maximum(vmax[i], v[i])
+                    v_hat = (vmax[i] if amsgrad else v[i]) / (1 - b2**step)
+                    updates.append(m[i] / (1 - b1**step) / (v_hat.sqrt() + eps))
+                norm = torch.sqrt(sum((u**2).sum() for u in updates))
+                scale = min(1.0, 3.0 / (norm.item() + 1e-6))
+                for i, u in zip(group, updates):
+                    params[i] -= 1e-2 * scale * u
+    assert max(rel_diff(a, b) for a, b in zip(fast, params)) <= 10 * TOL[dtype]
 
 
 # --- AdaBelief and Yogi against the papers' rules, written out one tensor at a time ---

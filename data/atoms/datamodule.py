@@ -56,9 +56,9 @@ class AtomsDataModule(L.LightningDataModule):
     """Train/val/test loaders of batched structure graphs.
 
     Missing ``val``/``test`` are split off ``train`` with a permutation seeded by ``seed``;
-    the training order is a function of (``shuffle_seed``, epoch), so resuming is exact. ``max_force``
-    drops training structures whose largest reference force exceeds it (eV/Å); validation and
-    test keep everything so metrics stay comparable across force-handling options.
+    the training order is a function of (``shuffle_seed``, epoch), so resuming is exact.
+    ``max_force`` drops training structures whose largest reference force exceeds it (eV/Å);
+    validation and test keep everything so metrics stay comparable across force-handling options.
     ``n_dropped``, ``reference_energies`` and ``force_rms`` describe the final training set.
     """
 
