@@ -140,7 +140,7 @@ def plot_losses(losses, p, out_dir):
 
 
 def plot_mae(rows, p, out_dir):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     hs, opts = list(p.handlings_used), list(p.optimizers_used)
     width = 0.8 / len(opts)
     for ax, key in zip(axes, ("test_force_mae_mev_per_ang", "largest_bin_force_mae_mev_per_ang")):
@@ -148,7 +148,8 @@ def plot_mae(rows, p, out_dir):
             s = [summarize(column(rows, key, optimizer=opt, handling=h)) for h in hs]
             ax.bar(np.arange(len(hs)) + i * width, [x.mean for x in s], width,
                    yerr=[x.std if x.n > 1 else 0 for x in s], label=opt)
-        ax.set_xticks(np.arange(len(hs)) + 0.4 - width / 2, hs, fontsize=8)
+        ax.set_xticks(np.arange(len(hs)) + 0.4 - width / 2, hs, fontsize=8, rotation=30,
+                      ha="right")
         ax.set(ylabel=key, title="mean ± std over seeds")
         ax.set_yscale("log")
         ax.legend(fontsize=8)
