@@ -34,6 +34,7 @@ class ExtraPassBound:
         self.adam = torch.optim.Adam(params, fused=fused, foreach=not fused)
         self.params, self.update = params, [torch.empty_like(p) for p in params]
 
+    @torch.no_grad()
     def step(self):
         self.adam.step()
         torch._foreach_copy_(self.update, [p.grad for p in self.params])

@@ -14,7 +14,7 @@ parameters are the two passes the clip cannot avoid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,6 +33,7 @@ class FusedPlan:
     clip: ClipByGlobalNorm | None
     decay: bool
     update_clip: bool = False
+    _scratch: dict = field(default_factory=dict, repr=False)  # per group: the update buffer
 
     def eligible(self, ctx: StepContext) -> bool:
         p0 = ctx.params[0]
@@ -74,7 +75,7 @@ class FusedPlan:
             return
         kernel = torch._fused_adamw_ if self.kind == "adamw" else torch._fused_adam_
         b1, b2 = g["betas"]
-        targets = [torch.zeros_like(p) for p in ctx.params] if self.update_clip else ctx.params
+        targets = self._zeroed_scratch(ctx) if self.update_clip else ctx.params
         kernel(
             targets, ctx.grads, [s["exp_avg"] for s in states],
             [s["exp_avg_sq"] for s in states],
@@ -85,6 +86,17 @@ class FusedPlan:
         )
         if self.update_clip:
             self._clipped_update(ctx, targets)
+
+    def _zeroed_scratch(self, ctx: StepContext) -> list:
+        """One update-sized buffer per group, kept between steps: a fresh allocation costs
+        a page fault per page on CPU, more than the whole fused kernel."""
+        key = id(ctx.group)
+        scratch = self._scratch.get(key)
+        if scratch is None or [s.shape for s in scratch] != [p.shape for p in ctx.params]:
+            scratch = self._scratch[key] = [torch.zeros_like(p) for p in ctx.params]
+        else:
+            torch._foreach_zero_(scratch)
+        return scratch
 
     def _clipped_update(self, ctx: StepContext, negated: list) -> None:
         """params -= lr * clip(update), with ``negated`` = -update (as ClipUpdateNorm)."""
