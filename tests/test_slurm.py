@@ -67,6 +67,43 @@ def test_sweep_is_one_job_array(tmp_path):
         assert json.loads((r / "summary.json").read_text())["pipeline"] == "gnn"
 
 
+def test_requeued_array_task_resumes_and_the_sweep_completes(tmp_path):
+    """USR1 to a running array task: checkpoint, requeue of that task, resume; the sweep
+    (hydra-submitit-launcher) waits through it and the run equals an uninterrupted one."""
+    overrides = ["trainer.max_epochs=40", "model.dropout=0.5"]
+    cmd = [ADAMLAB, "train", "-m", "hydra/launcher=slurm", *TINY, *overrides, "seed=0,1"]
+    sweep = subprocess.Popen(cmd, env=_env(tmp_path), cwd=tmp_path, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    task = None
+    try:
+        ckpt = _wait(lambda: next((tmp_path / "runs" / "multirun").glob(
+            "*/0_*_0/checkpoints/last.ckpt"), None), 120, "the task's first epoch")
+        run_dir = ckpt.parent.parent
+        task = "_".join(run_dir.name.split("_")[1:])  # <array job id>_<task id>
+        subprocess.run(["scancel", "--signal=USR1", task], check=True, timeout=10)
+        _wait(lambda: _state(task) == ("PENDING", "BeginTime"), 60, "the requeue")
+        time.sleep(1.5)
+        subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True,
+                       timeout=10)
+        out, err = sweep.communicate(timeout=180)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+        if task:
+            subprocess.run(["scancel", task], timeout=10)
+    assert sweep.returncode == 0, err[-3000:]
+    logs = "".join(p.read_text() for p in run_dir.parent.glob(".submitit/*/*_log.*"))
+    assert "requeued after writing" in logs and "hpc_ckpt_1.ckpt" in logs
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*TINY, *overrides, "seed=0"])
+    straight = run(cfg, tmp_path / "straight")
+    resumed = json.loads((run_dir / "summary.json").read_text())["metrics"]
+    assert json.loads(json.dumps(straight, default=float)) == resumed
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+
+
 def test_failed_job_shows_its_error(tmp_path):
     done = _sweep(tmp_path, "optim.lr=-1", "trainer.max_epochs=1")
     assert done.returncode != 0
