@@ -2,7 +2,9 @@
 
     python bench/optim_step.py [--device cuda] [--repeats 5] [--steps 20]
 
-Shapes: (a) 500 tensors of 128x128 and (b) 4 tensors of 2048x1024, float32. For each
+Shapes: (a) 500 tensors of 128x128 and (b) 4 tensors of 2048x1024, float32. The
+``:compiled`` cases compile on their first step (minutes for 500 tensors the first time;
+inductor caches the result on disk). For each
 case the two optimizers are timed in alternation, `repeats` times, and the ratio of
 medians is printed (ours / torch). Torch's best path: fused where torch has it (Adam,
 AdamW, SGD), foreach otherwise.
@@ -56,6 +58,11 @@ CASES = {
     "rmsprop": (lambda ps: optim.create("rmsprop", ps), _torch(torch.optim.RMSprop), False),
     "adabelief": (lambda ps: optim.create("adabelief", ps), _torch(torch.optim.Adam), False),
     "yogi": (lambda ps: optim.create("yogi", ps), _torch(torch.optim.Adam), False),
+    # compiled=True (optim.compiled) against torch's fused Adam; the first step compiles
+    "adabelief:compiled": (lambda ps: optim.create("adabelief", ps, compiled=True),
+                           _torch(torch.optim.Adam), True),
+    "yogi:compiled": (lambda ps: optim.create("yogi", ps, compiled=True),
+                      _torch(torch.optim.Adam), True),
     # clipped chains against torch's own clip_grad_norm_ + the same algorithm
     "adamw+clip(grad)": (lambda ps: optim.create("adamw", ps, clip=1.0),
                          _torch(torch.optim.AdamW), True),

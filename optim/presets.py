@@ -142,7 +142,7 @@ def create(name: str, params, **hparams) -> ChainOptimizer:
     checks.choice("name", name, available())
     preset = PRESETS[name]
     allowed = [a for a in inspect.signature(preset).parameters if a not in ("params", "kw")]
-    allowed += ["clip", "clip_kind", "clip_at", "skip_nonfinite", "fused"]
+    allowed += ["clip", "clip_kind", "clip_at", "skip_nonfinite", "fused", "compiled"]
     for key in hparams:
         checks.choice(f"{name}: hyperparameter", key, allowed)
     return preset(params, **hparams)

@@ -156,6 +156,31 @@ def test_update_clip_lowered_matches_chain_and_written_out_rule(dtype, amsgrad):
     assert max(rel_diff(a, b) for a, b in zip(fast, params)) <= 10 * TOL[dtype]
 
 
+@pytest.mark.parametrize("name,kwargs", [("adabelief", {"weight_decay": 0.1}), ("yogi", {})],
+                         ids=["adabelief", "yogi"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_compiled_step_matches_the_chain(dtype, name, kwargs):
+    """compiled=True (one torch.compile'd step) equals the transform-by-transform chain,
+    which the tests below check against the papers' rules; same state, so a state_dict
+    moves between the two."""
+    kwargs = {"lr": 1e-2, **kwargs}
+    fast, opt = train(lambda g: optim.create(name, g, compiled=True, **kwargs), dtype,
+                      [{}, {"lr": 3e-3}])
+    slow, eager = train(lambda g: optim.create(name, g, **kwargs), dtype, [{}, {"lr": 3e-3}])
+    assert type(opt._plan).__name__ == "CompiledPlan"
+    assert max(rel_diff(a, b) for a, b in zip(fast, slow)) <= TOL[dtype]
+    assert opt.state_dict()["state"].keys() == eager.state_dict()["state"].keys()
+    for p, q in zip(fast, slow):
+        assert opt.state[p].keys() == eager.state[q].keys()
+
+
+def test_compiled_is_refused_where_it_does_not_apply():
+    p = [torch.zeros(3, requires_grad=True)]
+    assert optim.create("adam", p, compiled=True)._plan.kind == "adam"  # fused stays
+    with pytest.raises(ValueError, match="compiled=True is invalid"):
+        optim.create("nadam", p, compiled=True)
+
+
 # --- AdaBelief and Yogi against the papers' rules, written out one tensor at a time ---
 
 

@@ -1,0 +1,103 @@
+"""Opt-in compiled steps for Adam-family chains that torch has no fused kernel for.
+
+AdaBelief and Yogi need passes torch's Adam does not (the residual g - m; sign(v - g^2)),
+so transform by transform they cost 1.3-1.9x torch's foreach Adam and several times its
+fused kernel. With ``compiled=True`` the step of such a chain is one ``torch.compile``
+graph of per-tensor code, which inductor fuses into one loop per tensor: the speed of
+torch's fused Adam. The price is a compile when a group's shapes are first seen (seconds
+for a few tensors, minutes for hundreds; inductor caches it on disk for later processes).
+Step-dependent scalars enter as 0-dim tensors, so one graph serves every step.
+
+The rules are the transforms' own (moments.ScaleByBelief, moments.ScaleByYogi) with the
+same state keys, so a state_dict moves freely between the compiled and the eager step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .base import StepContext, Transform
+from .decay import AddDecayedWeights
+from .guards import ScaleByLr, SkipNonfinite
+from .moments import ScaleByBelief, ScaleByYogi
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+def _belief(params, grads, exp_avgs, exp_avg_vars, step_size, bc2_sqrt, keep,
+            b1: float, b2: float, eps: float, wd: float, decay: bool):
+    """AdaBelief, then decoupled decay as the preset chains it: p *= keep (1 - lr wd)."""
+    for p, g, m, s in zip(params, grads, exp_avgs, exp_avg_vars):
+        m.lerp_(g, 1 - b1)
+        r = g - m
+        s.mul_(b2).addcmul_(r, r, value=1 - b2).add_(eps)
+        if decay:
+            p.mul_(keep)
+        p.add_(m / (s.sqrt() / bc2_sqrt + eps) * step_size)
+
+
+def _yogi(params, grads, exp_avgs, exp_avg_sqs, step_size, bc2_sqrt, keep,
+          b1: float, b2: float, eps: float, wd: float, decay: bool):
+    """Yogi, after coupled L2 decay as the preset chains it: g + wd p."""
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+        if decay:
+            g = g.add(p, alpha=wd)
+        m.lerp_(g, 1 - b1)
+        g2 = g * g
+        v.add_(torch.sign(v - g2) * g2, alpha=-(1 - b2))
+        p.add_(m / (v.sqrt() / bc2_sqrt + eps) * step_size)
+
+
+# moments transform: (step, second-moment state key, where the preset puts weight decay)
+_RULES = {ScaleByBelief: (_belief, "exp_avg_var", "after"),
+          ScaleByYogi: (_yogi, "exp_avg_sq", "before")}
+_COMPILED: dict = {}
+
+
+@dataclass
+class CompiledPlan:
+    moments: type
+
+    def eligible(self, ctx: StepContext) -> bool:
+        p0 = ctx.params[0]
+        return (p0.device.type in ("cpu", "cuda") and p0.dtype in _DTYPES
+                and all(p.device == p0.device and p.dtype == p0.dtype for p in ctx.params)
+                and len(set(ctx.steps)) == 1)
+
+    def step(self, ctx: StepContext) -> None:
+        rule, second, _ = _RULES[self.moments]
+        if rule not in _COMPILED:
+            _COMPILED[rule] = torch.compile(rule, dynamic=False)
+        g = ctx.group
+        b1, b2 = g["betas"]
+        t = ctx.steps[0]
+        dtype = ctx.params[0].dtype
+        step_size = torch.tensor(-g["lr"] / (1 - b1**t), dtype=dtype)
+        bc2_sqrt = torch.tensor(math.sqrt(1 - b2**t), dtype=dtype)
+        wd = float(g.get("weight_decay", 0.0))
+        keep = torch.tensor(1 - g["lr"] * wd, dtype=dtype)
+        _COMPILED[rule](ctx.params, ctx.grads, [s["exp_avg"] for s in ctx.states],
+                        [s[second] for s in ctx.states], step_size, bc2_sqrt, keep,
+                        float(b1), float(b2), float(g["eps"]), wd, wd != 0)
+
+
+def plan(transforms: list[Transform]) -> CompiledPlan | None:
+    """The compiled step this chain equals: [skip_nonfinite] then belief or yogi with
+    scale_by_lr, and optionally unmasked weight decay where the presets put it."""
+    ts = [t for t in transforms if not isinstance(t, SkipNonfinite)]
+    if not ts or type(ts[-1]) is not ScaleByLr:
+        return None
+    moments = [t for t in ts if type(t) in _RULES]
+    if len(moments) != 1:
+        return None
+    where = _RULES[type(moments[0])][2]
+    expected = {"before": [AddDecayedWeights, type(moments[0])],
+                "after": [type(moments[0]), AddDecayedWeights]}[where]
+    middle = ts[:-1]
+    if [type(t) for t in middle] in (expected, [type(moments[0])]) and all(
+            getattr(t, "mask", None) is None for t in middle):
+        return CompiledPlan(type(moments[0]))
+    return None
