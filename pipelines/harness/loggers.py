@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -99,7 +100,10 @@ class OfflineWandbResume(L.Callback):
         try:
             run = wb.experiment
             here = Path(run.settings.sync_dir)
-            earlier = [d for d in here.parent.glob(f"offline-run-*-{run.id}") if d != here]
+            # offline-run-<date>_<time>-<id>, W&B adds -<n> when a second starts alike
+            same_run = re.compile(rf"offline-run-\d{{8}}_\d{{6}}-{re.escape(run.id)}(-\d+)?")
+            earlier = [d for d in here.parent.glob("offline-run-*")
+                       if d != here and same_run.fullmatch(d.name)]
             if not run.settings._offline or not earlier:
                 return
             table = next(lg for lg in trainer.loggers if isinstance(lg, ContinuingCSVLogger))
