@@ -6,7 +6,10 @@ fused kernel. With ``compiled=True`` the step of such a chain is one ``torch.com
 graph of per-tensor code, which inductor fuses into one loop per tensor: the speed of
 torch's fused Adam. The price is a compile when a group's shapes are first seen (seconds
 for a few tensors, minutes for hundreds; inductor caches it on disk for later processes).
-Step-dependent scalars enter as 0-dim tensors, so one graph serves every step.
+Step-dependent scalars enter as 0-dim tensors, so one graph serves every step. Dynamo's
+guards on thousands of tensors would cost as much as the step itself, so each graph is
+compiled for one layout (dtype, device, every shape and stride, the constants), checked
+here before the call, with dynamo's guards and inductor's size asserts off.
 
 The rules are the transforms' own (moments.ScaleByBelief, moments.ScaleByYogi) with the
 same state keys, so a state_dict moves freely between the compiled and the eager step.
@@ -15,6 +18,7 @@ same state keys, so a state_dict moves freely between the compiled and the eager
 from __future__ import annotations
 
 import math
+import types
 from dataclasses import dataclass
 
 import torch
@@ -54,7 +58,29 @@ def _yogi(params, grads, exp_avgs, exp_avg_sqs, step_size, bc2_sqrt, keep,
 # moments transform: (step, second-moment state key, where the preset puts weight decay)
 _RULES = {ScaleByBelief: (_belief, "exp_avg_var", "after"),
           ScaleByYogi: (_yogi, "exp_avg_sq", "before")}
-_COMPILED: dict = {}
+_COMPILED: dict = {}  # (rule, layout) -> compiled step
+
+
+def _layout(rule, tensor_lists, constants) -> tuple:
+    """What a compiled step was specialised on: dtype, device, every shape and stride, and
+    the Python constants. Checking it here costs a fraction of dynamo's guards on
+    thousands of tensors, which this module's graphs therefore skip."""
+    t0 = tensor_lists[0][0]
+    return (rule, t0.dtype, t0.device, constants,
+            *(tuple((t.shape, t.stride()) for t in ts) for ts in tensor_lists))
+
+
+def _compiled(key: tuple):
+    """One compiled graph per layout, on its own copy of the code object (dynamo keeps its
+    cache per code object), with dynamo's guards and inductor's size asserts off:
+    ``_layout`` is the guard."""
+    if key not in _COMPILED:
+        rule = key[0]
+        code = rule.__code__.replace(co_name=f"{rule.__name__}_{len(_COMPILED)}")
+        fn = types.FunctionType(code, rule.__globals__, code.co_name)
+        _COMPILED[key] = torch.compile(fn, dynamic=False, options={
+            "guard_filter_fn": torch.compiler.skip_all_guards_unsafe, "size_asserts": False})
+    return _COMPILED[key]
 
 
 @dataclass
@@ -69,8 +95,6 @@ class CompiledPlan:
 
     def step(self, ctx: StepContext) -> None:
         rule, second, _ = _RULES[self.moments]
-        if rule not in _COMPILED:
-            _COMPILED[rule] = torch.compile(rule, dynamic=False)
         g = ctx.group
         b1, b2 = g["betas"]
         t = ctx.steps[0]
@@ -79,9 +103,11 @@ class CompiledPlan:
         bc2_sqrt = torch.tensor(math.sqrt(1 - b2**t), dtype=dtype)
         wd = float(g.get("weight_decay", 0.0))
         keep = torch.tensor(1 - g["lr"] * wd, dtype=dtype)
-        _COMPILED[rule](ctx.params, ctx.grads, [s["exp_avg"] for s in ctx.states],
-                        [s[second] for s in ctx.states], step_size, bc2_sqrt, keep,
-                        float(b1), float(b2), float(g["eps"]), wd, wd != 0)
+        tensors = (ctx.params, ctx.grads, [s["exp_avg"] for s in ctx.states],
+                   [s[second] for s in ctx.states])
+        constants = (float(b1), float(b2), float(g["eps"]), wd, wd != 0)
+        step = _compiled(_layout(rule, tensors, constants))
+        step(*tensors, step_size, bc2_sqrt, keep, *constants)
 
 
 def plan(transforms: list[Transform]) -> CompiledPlan | None:
