@@ -193,6 +193,30 @@ def test_compiled_step_recompiles_for_a_new_layout():
     assert max(rel_diff(a, b) for a, b in zip(fast, slow)) <= 1e-6
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device "
+                    "(scripts/gpu_check.sh runs it where there is one)")
+@pytest.mark.parametrize("name,kwargs", [
+    ("adamw", {"weight_decay": 0.1}), ("adam", {"clip": 3.0, "clip_at": "update"}),
+    ("adabelief", {"compiled": True}), ("yogi", {"compiled": True})])
+def test_cuda_fast_paths_match_the_chain(name, kwargs):
+    """On CUDA: the fused lowerings and the compiled steps against the eager chain."""
+    torch.manual_seed(0)
+    init = [torch.randn(64, 32, device="cuda"), torch.randn(32, device="cuda")]
+    fast = [p.clone().requires_grad_() for p in init]
+    slow = [p.clone().requires_grad_() for p in init]
+    opt = optim.create(name, fast, lr=1e-2, **kwargs)
+    ref = optim.create(name, slow, lr=1e-2, fused=False,
+                       **{k: v for k, v in kwargs.items() if k != "compiled"})
+    assert opt._plan is not None
+    for _ in range(50):
+        grads = [torch.randn_like(p) for p in init]
+        for p, q, g in zip(fast, slow, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        ref.step()
+    assert max(rel_diff(a, b) for a, b in zip(fast, slow)) <= 1e-5
+
+
 def test_compiled_is_refused_where_it_does_not_apply():
     p = [torch.zeros(3, requires_grad=True)]
     assert optim.create("adam", p, compiled=True)._plan.kind == "adam"  # fused stays
