@@ -116,6 +116,13 @@ class StepContext:
     recording: bool = False
     _grad_norm: Tensor | None = field(default=None, repr=False)
 
+    def uniform_float(self) -> bool:
+        """All params on one CPU or CUDA device in one float32/float64 dtype: what torch's
+        fused kernels and the compiled steps take."""
+        p0 = self.params[0]
+        return (p0.device.type in ("cpu", "cuda") and p0.dtype in (torch.float32, torch.float64)
+                and all(p.device == p0.device and p.dtype == p0.dtype for p in self.params))
+
     def grad_norm(self) -> Tensor:
         """Global L2 norm of this group's raw gradients, computed at most once a step."""
         if self._grad_norm is None:

@@ -21,9 +21,12 @@ def _record(ctx: StepContext, before, after, clipped) -> None:
     ctx.stats.grad_norm, ctx.stats.clipped_grad_norm = before, after
 
 
-def _scaled_by_norm(updates, norm, max_norm):
+def global_clip_factor(ctx: StepContext, norm, max_norm):
+    """min(1, max_norm / (norm + 1e-6)) for a global norm, recorded in the group's clip
+    statistics; the transforms and the fused lowerings all clip through it."""
     scale = torch.clamp(max_norm / (norm + _TINY), max=1.0)
-    return torch._foreach_mul(updates, scale.to(updates[0].device)), scale
+    _record(ctx, norm, norm * scale, norm > max_norm)
+    return scale
 
 
 class ClipByGlobalNorm(Transform):
@@ -39,9 +42,8 @@ class ClipByGlobalNorm(Transform):
 
     def update(self, updates, ctx):
         norm = ctx.grad_norm() if updates is ctx.grads else global_norm(updates)
-        out, scale = _scaled_by_norm(updates, norm, ctx.group["max_norm"])
-        _record(ctx, norm, norm * scale, norm > ctx.group["max_norm"])
-        return out
+        scale = global_clip_factor(ctx, norm, ctx.group["max_norm"])
+        return torch._foreach_mul(updates, scale.to(updates[0].device))
 
 
 class ClipByNorm(Transform):
@@ -132,18 +134,15 @@ class ClipUpdateNorm(ClipByGlobalNorm):
         checks.positive("max_update_norm", group["max_update_norm"])
 
     def update(self, updates, ctx):
-        max_norm = ctx.group["max_update_norm"]
-        if isinstance(updates, LazyUpdate):
+        owned = isinstance(updates, LazyUpdate)  # materialised here: scale it in place
+        if owned:
             updates = updates.materialize()
-            norm = global_norm(updates)
-            scale = torch.clamp(max_norm / (norm + _TINY), max=1.0)
-            torch._foreach_mul_(updates, scale.to(updates[0].device))
-            out = updates
-        else:
-            norm = global_norm(updates)
-            out, scale = _scaled_by_norm(updates, norm, max_norm)
-        _record(ctx, norm, norm * scale, norm > max_norm)
-        return out
+        scale = global_clip_factor(ctx, global_norm(updates), ctx.group["max_update_norm"])
+        scale = scale.to(updates[0].device)
+        if owned:
+            torch._foreach_mul_(updates, scale)
+            return updates
+        return torch._foreach_mul(updates, scale)
 
 
 class ClipUpdateValue(ClipByValue):

@@ -28,8 +28,6 @@ from .decay import AddDecayedWeights
 from .guards import ScaleByLr, SkipNonfinite
 from .moments import ScaleByBelief, ScaleByYogi
 
-_DTYPES = (torch.float32, torch.float64)
-
 
 def _belief(params, grads, exp_avgs, exp_avg_vars, step_size, bc2_sqrt, keep,
             b1: float, b2: float, eps: float, wd: float, decay: bool):
@@ -55,9 +53,13 @@ def _yogi(params, grads, exp_avgs, exp_avg_sqs, step_size, bc2_sqrt, keep,
         p.add_(m / (v.sqrt() / bc2_sqrt + eps) * step_size)
 
 
-# moments transform: (step, second-moment state key, where the preset puts weight decay)
-_RULES = {ScaleByBelief: (_belief, "exp_avg_var", "after"),
-          ScaleByYogi: (_yogi, "exp_avg_sq", "before")}
+# moments transform: (step, second-moment state key)
+_RULES = {ScaleByBelief: (_belief, "exp_avg_var"), ScaleByYogi: (_yogi, "exp_avg_sq")}
+# chains with a compiled step (weight decay unmasked, where the presets put it) -> moments
+_CHAINS = {(ScaleByBelief, ScaleByLr): ScaleByBelief,
+           (ScaleByBelief, AddDecayedWeights, ScaleByLr): ScaleByBelief,
+           (ScaleByYogi, ScaleByLr): ScaleByYogi,
+           (AddDecayedWeights, ScaleByYogi, ScaleByLr): ScaleByYogi}
 _COMPILED: dict = {}  # (rule, layout) -> compiled step
 
 
@@ -88,13 +90,10 @@ class CompiledPlan:
     moments: type
 
     def eligible(self, ctx: StepContext) -> bool:
-        p0 = ctx.params[0]
-        return (p0.device.type in ("cpu", "cuda") and p0.dtype in _DTYPES
-                and all(p.device == p0.device and p.dtype == p0.dtype for p in ctx.params)
-                and len(set(ctx.steps)) == 1)
+        return ctx.uniform_float() and len(set(ctx.steps)) == 1
 
     def step(self, ctx: StepContext) -> None:
-        rule, second, _ = _RULES[self.moments]
+        rule, second = _RULES[self.moments]
         g = ctx.group
         b1, b2 = g["betas"]
         t = ctx.steps[0]
@@ -111,19 +110,9 @@ class CompiledPlan:
 
 
 def plan(transforms: list[Transform]) -> CompiledPlan | None:
-    """The compiled step this chain equals: [skip_nonfinite] then belief or yogi with
-    scale_by_lr, and optionally unmasked weight decay where the presets put it."""
+    """The compiled step this chain equals: [skip_nonfinite] then one of _CHAINS."""
     ts = [t for t in transforms if not isinstance(t, SkipNonfinite)]
-    if not ts or type(ts[-1]) is not ScaleByLr:
-        return None
-    moments = [t for t in ts if type(t) in _RULES]
-    if len(moments) != 1:
-        return None
-    where = _RULES[type(moments[0])][2]
-    expected = {"before": [AddDecayedWeights, type(moments[0])],
-                "after": [type(moments[0]), AddDecayedWeights]}[where]
-    middle = ts[:-1]
-    if [type(t) for t in middle] in (expected, [type(moments[0])]) and all(
-            getattr(t, "mask", None) is None for t in middle):
-        return CompiledPlan(type(moments[0]))
+    kinds = tuple(type(t) for t in ts)
+    if kinds in _CHAINS and all(getattr(t, "mask", None) is None for t in ts):
+        return CompiledPlan(_CHAINS[kinds])
     return None

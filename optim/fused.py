@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .base import StepContext, Transform, global_norm
-from .clipping import _TINY, ClipByGlobalNorm, ClipUpdateNorm, _record
+from .clipping import ClipByGlobalNorm, ClipUpdateNorm, global_clip_factor
 from .decay import AddDecayedWeights
 from .guards import ScaleByLr, SkipNonfinite
 from .moments import ScaleByAdam, Trace
-
-_DTYPES = (torch.float32, torch.float64)
 
 
 @dataclass
@@ -36,14 +34,11 @@ class FusedPlan:
     _scratch: dict = field(default_factory=dict, repr=False)  # per group: the update buffer
 
     def eligible(self, ctx: StepContext) -> bool:
-        p0 = ctx.params[0]
-        if p0.device.type not in ("cpu", "cuda") or p0.dtype not in _DTYPES:
-            return False
-        if any(p.device != p0.device or p.dtype != p0.dtype for p in ctx.params):
+        if not ctx.uniform_float():
             return False
         if not all(g.is_contiguous() for g in ctx.grads):
             return False  # torch's CPU fused kernels mis-handle strided gradients
-        if self.clip is not None and p0.dtype == torch.float64:
+        if self.clip is not None and ctx.params[0].dtype == torch.float64:
             return False  # the kernel's grad_scale is float32: it would round the clip factor
         if self.kind == "sgd":
             return len(set(ctx.steps)) == 1
@@ -54,10 +49,7 @@ class FusedPlan:
     def _grad_scale(self, ctx: StepContext):
         if self.clip is None:
             return None
-        norm = ctx.grad_norm()
-        max_norm = ctx.group["max_norm"]
-        scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-        _record(ctx, norm, norm * scale, norm > max_norm)
+        scale = global_clip_factor(ctx, ctx.grad_norm(), ctx.group["max_norm"])
         return (1.0 / scale).to(ctx.params[0].device)
 
     def step(self, ctx: StepContext) -> None:
@@ -100,10 +92,7 @@ class FusedPlan:
 
     def _clipped_update(self, ctx: StepContext, negated: list) -> None:
         """params -= lr * clip(update), with ``negated`` = -update (as ClipUpdateNorm)."""
-        norm = global_norm(negated)
-        max_norm = ctx.group["max_update_norm"]
-        scale = torch.clamp(max_norm / (norm + _TINY), max=1.0)
-        _record(ctx, norm, norm * scale, norm > max_norm)
+        scale = global_clip_factor(ctx, global_norm(negated), ctx.group["max_update_norm"])
         if negated[0].is_cpu:  # a free read on CPU: the scale rides on the add
             torch._foreach_add_(ctx.params, negated, alpha=ctx.group["lr"] * scale.item())
         else:
