@@ -66,7 +66,8 @@ class MLIPModule(L.LightningModule):
         self.log_dict({f"train_{k}": v for k, v in parts.items()}, batch_size=n)
         return parts["loss"]
 
-    def on_train_epoch_start(self) -> None:
+    def on_train_epoch_end(self) -> None:
+        # at the end, not the start: a run resumed mid-epoch does not rerun epoch-start hooks
         self.log("train_max_force_dropped_fraction", self.dropped_fraction, batch_size=1)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
