@@ -37,14 +37,25 @@ class OptimizerTelemetry(L.Callback):
         first, last = getattr(self, "_steps_before", 0), trainer.global_step
         if not any(self._due(s) for s in range(first, last)):
             return
+        values = {}
         for k, opt in enumerate(trainer.optimizers):
             if not isinstance(opt, optim.ChainOptimizer):
                 continue
             for i, figures in enumerate(optim.telemetry(opt)):
                 prefix = f"optim{k or ''}/g{i}"
-                values = {f"{prefix}/{name}": float(v) for name, v in figures.items()
-                          if v is not None}
-                pl_module.log_dict(values, on_step=True, on_epoch=False, batch_size=1)
+                values |= {f"{prefix}/{name}": float(v) for name, v in figures.items()
+                           if v is not None}
+        log_now(trainer, values)
+
+
+def log_now(trainer, values: dict) -> None:
+    """Straight to the loggers at this batch's step. ``self.log`` would also repeat the values
+    on every later step of the epoch (Lightning keeps step values until the epoch ends), so a
+    run resumed mid-epoch could not log the same rows."""
+    if values and trainer.is_global_zero:
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=step)
 
 
 class StepSeeds(L.Callback):

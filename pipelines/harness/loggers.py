@@ -7,6 +7,7 @@ directory, a network error while logging) becomes a warning and the run goes on 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 import shutil
@@ -14,10 +15,13 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import OmegaConf
+
+from .files import atomic_write
 
 
 class SafeWandbLogger(WandbLogger):
@@ -43,40 +47,92 @@ class SafeWandbLogger(WandbLogger):
         return self._safely("after_save_checkpoint", *args, **kwargs)
 
 
-class _ContinuingWriter(ExperimentWriter):
-    """Keeps an existing metrics.csv (Lightning's writer deletes it): a requeued run resumes
-    in the same run dir. Rows the killed run logged at or past the step (or epoch) the resumed run
-    starts from are dropped, so no epoch appears twice. ``earlier`` keeps the rows found."""
+class _RunWriter(ExperimentWriter):
+    """``metrics.csv`` that a kill cannot tear and that continues across attempts.
 
-    def __init__(self, log_dir: str) -> None:
-        path = Path(log_dir) / self.NAME_METRICS_FILE
-        with open(path, newline="") if path.is_file() else open(os.devnull) as f:
-            self.earlier = [{k: v for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
-        self._merged = not self.earlier
-        super().__init__(log_dir)
+    A resumed attempt keeps the rows earlier attempts logged before the logger step it resumes
+    at (``earlier``) and drops the rest, which it logs again. Rows are appended with one
+    ``write`` and an fsync per flush (the checkpoint callback flushes before every save); new
+    columns rewrite the file atomically. Lightning's writer deletes the file instead.
+    """
+
+    def __init__(self, log_dir: str, resume_step: int) -> None:
+        self.metrics: list[dict] = []
+        self.metrics_keys: list[str] = []
+        self.log_dir = log_dir
+        self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
+        self.hparams: dict = {}
+        self._fs = get_filesystem(log_dir)
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        keys, rows = read_rows(Path(self.metrics_file_path))
+        self.earlier = [r for r in rows if _step(r) < resume_step]
+        self.metrics_keys = keys
+        if rows and len(self.earlier) < len(rows) or _torn(Path(self.metrics_file_path)):
+            self._rewrite(self.earlier)
 
     def save(self) -> None:
-        if not self._merged and self.metrics:
-            step = min(int(m["step"]) for m in self.metrics)
-            epoch = min((int(m["epoch"]) for m in self.metrics if "epoch" in m), default=None)
-            self.metrics = rows_before(self.earlier, step, epoch) + self.metrics
-            self._merged = True
-        super().save()
+        if not self.metrics:
+            return
+        new_keys = set().union(*self.metrics) - set(self.metrics_keys)
+        path = Path(self.metrics_file_path)
+        if new_keys or not path.is_file():
+            self.metrics_keys = sorted({*self.metrics_keys, *new_keys})
+            self._rewrite(read_rows(path)[1] + self.metrics)
+        else:
+            out = io.StringIO()
+            csv.DictWriter(out, fieldnames=self.metrics_keys).writerows(self.metrics)
+            data = out.getvalue().encode()
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            try:
+                while data:
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.metrics = []
+
+    def _rewrite(self, rows: list[dict]) -> None:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=self.metrics_keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.metrics_file_path, out.getvalue())
 
 
-def rows_before(rows: list[dict], step: int, epoch: int | None) -> list[dict]:
-    """The csv rows an earlier attempt logged before the (step, epoch) a run resumes at."""
-    return [r for r in rows if int(r["step"]) < step
-            and (epoch is None or not r.get("epoch") or int(float(r["epoch"])) < epoch)]
+def _step(row: dict) -> int:
+    return int(float(row["step"]))
 
 
-class ContinuingCSVLogger(CSVLogger):
+def _torn(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    """The header and complete rows of a metrics.csv (a torn last line is left out); values
+    stay the strings written, empty cells dropped."""
+    if not path.is_file():
+        return [], []
+    text = path.read_text()
+    text = text[:text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(text))
+    rows = [{k: v for k, v in r.items() if v not in ("", None) and k is not None}
+            for r in reader]
+    return list(reader.fieldnames or []), [r for r in rows if "step" in r]
+
+
+class RunCSVLogger(CSVLogger):
+    """Lightning's CSVLogger with :class:`_RunWriter` (rows of earlier attempts kept up to the
+    step this attempt resumes at)."""
+
+    def __init__(self, save_dir: str, resume_step: int = 0) -> None:
+        super().__init__(save_dir=save_dir, name="", version="csv")
+        self.resume_step = resume_step
+
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+            self._experiment = _RunWriter(self.log_dir, self.resume_step)
         return self._experiment
 
 
@@ -106,9 +162,8 @@ class OfflineWandbResume(L.Callback):
                        if d != here and same_run.fullmatch(d.name)]
             if not run.settings._offline or not earlier:
                 return
-            table = next(lg for lg in trainer.loggers if isinstance(lg, ContinuingCSVLogger))
-            rows = rows_before(table.experiment.earlier, step, trainer.current_epoch)
-            for row in rows:
+            table = next(lg for lg in trainer.loggers if isinstance(lg, RunCSVLogger))
+            for row in table.experiment.earlier:
                 values = {k: float(v) for k, v in row.items() if k != "step"}
                 wb.log_metrics(values, step=int(row["step"]))
             for d in earlier:
@@ -118,23 +173,25 @@ class OfflineWandbResume(L.Callback):
                           "their own offline-run directories", stacklevel=2)
 
 
-def build_loggers(cfg, run_dir: Path) -> list:
-    loggers = [ContinuingCSVLogger(save_dir=str(run_dir), name="", version="csv")]
+def build_loggers(cfg, run_dir: Path, resume_step: int = 0, wandb_id: str | None = None) -> list:
+    """CSV (keeping earlier attempts' rows before ``resume_step``) and W&B (continuing
+    ``wandb_id`` when the run dir's checkpoint names one and the config sets none)."""
+    loggers = [RunCSVLogger(str(run_dir), resume_step)]
     wb = cfg.logger.wandb
     if wb.enabled:
-        wandb_logger = _wandb(cfg, wb, run_dir)
+        wandb_logger = _wandb(cfg, wb, run_dir, wb.get("id") or wandb_id)
         if wandb_logger is not None:
             loggers.append(wandb_logger)
     return loggers
 
 
-def _wandb(cfg, wb, run_dir: Path):
+def _wandb(cfg, wb, run_dir: Path, run_id: str | None):
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
         logger = SafeWandbLogger(
             project=wb.project, group=wb.group, name=wb.name, tags=list(wb.tags),
-            save_dir=str(run_dir), id=wb.get("id"), resume="allow" if wb.get("id") else None,
+            save_dir=str(run_dir), id=run_id, resume="allow" if run_id else None,
             log_model=bool(wb.log_checkpoints),
             config=OmegaConf.to_container(cfg, resolve=True))
         _ = logger.experiment  # start the run now, so a failure surfaces here
@@ -143,6 +200,16 @@ def _wandb(cfg, wb, run_dir: Path):
         warnings.warn(f"W&B could not start ({error!r}); training goes on with CSV only",
                       stacklevel=2)
         return None
+
+
+def wandb_run_id(loggers) -> str | None:
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            try:
+                return logger.experiment.id
+            except Exception:  # noqa: BLE001
+                return None
+    return None
 
 
 def wandb_dir(loggers) -> str | None:

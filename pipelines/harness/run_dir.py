@@ -3,32 +3,53 @@
 from __future__ import annotations
 
 import json
-import os
+import math
 import platform
 import subprocess
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from .files import atomic_write
 
 PACKAGES = ("torch", "lightning", "torch-geometric", "hydra-core", "wandb", "gymnasium", "ase",
             "torchmetrics", "numpy")
 
 
 def write_config(cfg, run_dir: Path) -> Path:
-    path = run_dir / "config.yaml"
-    _atomic_write(path, OmegaConf.to_yaml(cfg, resolve=True))
-    return path
+    return atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def write_summary(run_dir: Path, pipeline: str, metrics: dict, wall_time_s: float,
-                  extra: dict | None = None) -> Path:
-    summary = {"pipeline": pipeline, "metrics": metrics, "wall_time_s": round(wall_time_s, 3),
-               "versions": versions(), "git_sha": git_sha(), **(extra or {})}
-    path = run_dir / "summary.json"
-    _atomic_write(path, json.dumps(summary, indent=2, default=float))
-    return path
+                  extra: dict | None = None, status: str = "ok", error: str | None = None
+                  ) -> Path:
+    """summary.json: always valid JSON (NaN and inf become null), ``status`` "ok" or
+    "failed" (with the ``error``)."""
+    summary = {"pipeline": pipeline, "status": status, "error": error, "metrics": metrics,
+               "wall_time_s": round(wall_time_s, 3), "versions": versions(),
+               "git_sha": git_sha(), **(extra or {})}
+    text = json.dumps(json_safe(summary), indent=2, allow_nan=False)
+    return atomic_write(run_dir / "summary.json", text)
+
+
+def json_safe(value):
+    """Plain JSON values: tensors and numpy scalars as numbers, non-finite numbers as null."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool | str) or value is None:
+        return value
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if hasattr(value, "dtype") and "int" in str(value.dtype):
+        return int(value)
+    return number if math.isfinite(number) else None
 
 
 def versions() -> dict:
@@ -48,10 +69,3 @@ def git_sha() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

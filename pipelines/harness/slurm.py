@@ -1,18 +1,31 @@
-"""Preemption on Slurm: checkpoint where resuming is exact, requeue, and stop cleanly."""
+"""Preemption and time limits on Slurm: checkpoint at the next step, requeue, stop.
+
+Slurm sends SIGUSR1 ``--signal-s`` seconds before a time limit (and on preemption with a grace
+time). The handler only notes it; :class:`~pipelines.harness.checkpoints.RunCheckpoints`
+writes ``hpc_ckpt_N.ckpt`` at the next optimizer step and calls
+:func:`after_signal_checkpoint`, which requeues the job (its id, hence its run dir, stays) and
+ends the attempt. The requeued attempt continues from that checkpoint by itself. A requeue
+that fails, or one past ``max_requeues``, ends the job with a non-zero status and says how to
+continue. Outside Slurm a SIGUSR1 only writes the checkpoint and training goes on.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
+import threading
+import time
+from datetime import datetime
 
-import lightning as L
-from lightning.fabric.plugins.environments import SLURMEnvironment
-
-from pipelines.harness.loggers import finish
+from .errors import RunFailed
+from .loggers import finish
 
 log = logging.getLogger(__name__)
+_pending = threading.Event()
 
 
 class Requeued(SystemExit):
@@ -25,58 +38,88 @@ class Requeued(SystemExit):
         super().__init__(0)
 
 
-class DeferredRequeue(L.Callback):
-    """Replaces Lightning's SIGUSR1 handler, which writes the hpc checkpoint the moment the
-    signal lands (mid-step included) and then lets training run on until Slurm kills the job:
-    the rerun can repeat or skip work and the logs get rows past the checkpoint.
-
-    Here the signal is only noted. At the end of the training epoch (after its validation,
-    where ``last.ckpt`` is written too and resuming is exact) every rank writes
-    ``hpc_ckpt_N.ckpt``. At the start of the next epoch, once that epoch's metrics are
-    logged, the loggers are flushed and closed, rank zero requeues the job and the attempt
-    ends with :class:`Requeued`. A signal during the last epoch lets the run finish.
-    """
-
-    def __init__(self):
-        self._pending = False
-        self.checkpoint: str | None = None
-
-    def on_fit_start(self, trainer, pl_module):
-        env = trainer._accelerator_connector.cluster_environment
-        if isinstance(env, SLURMEnvironment) and env.auto_requeue:
-            signal.signal(signal.SIGUSR1, self._hold)
-
-    def _hold(self, signum, frame):
-        self._pending = True
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.sanity_checking or self.checkpoint:
-            return
-        # ranks get the signal at slightly different times: all save if any got it
-        if trainer.strategy.reduce_boolean_decision(self._pending, all=False):
-            path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
-            trainer.save_checkpoint(path)
-            self.checkpoint = path
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        if not self.checkpoint:
-            return
-        for logger in trainer.loggers:
-            logger.finalize("finished")
-        finish(trainer.loggers)
-        if trainer.is_global_zero:
-            requeue()
-            print(f"requeued after writing {self.checkpoint}; the rerun resumes from it",
-                  flush=True)
-        raise Requeued
+def install_signal_handler() -> None:
+    """Note SIGUSR1 from now on (its default action would kill the process)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, lambda signum, frame: _pending.set())
 
 
-def requeue() -> None:
-    """``scontrol requeue`` this job (or array task); it keeps its id, hence its run dir."""
+def pending() -> bool:
+    return _pending.is_set()
+
+
+def clear() -> None:
+    _pending.clear()
+
+
+def job_id() -> str | None:
+    """This job (or array task) as ``scontrol`` names it; None outside a Slurm job."""
     array = os.environ.get("SLURM_ARRAY_JOB_ID")
-    job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
-    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-    if done.returncode:
-        log.warning("scontrol requeue %s failed (%s): %s", job, done.returncode, done.stderr)
+    if array and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def signal_reason(job: str) -> str:
+    """Time limit or preemption, from the job's end time and the signal's lead
+    (``ADAMLAB_SIGNAL_S``, written by our sbatch scripts and the launcher; 90 s otherwise)."""
+    lead = float(os.environ.get("ADAMLAB_SIGNAL_S", 90))
+    try:
+        out = _scontrol(["show", "job", "-o", job], timeout=10).stdout
+        end = datetime.fromisoformat(re.search(r"\bEndTime=(\S+)", out)[1])
+    except (OSError, subprocess.SubprocessError, TypeError, ValueError):
+        return "SIGUSR1 (the job's end time is unknown: time limit or preemption)"
+    left = end.timestamp() - time.time()
+    if left <= lead + 60:
+        return f"SIGUSR1 {left:.0f} s before the job's time limit ({end.isoformat()})"
+    return (f"SIGUSR1 {left:.0f} s before the job's time limit: a preemption or a manual "
+            "`scancel --signal=USR1`")
+
+
+def _scontrol(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """``scontrol`` from PATH, else through a login shell (whose profile may add Slurm)."""
+    if shutil.which("scontrol"):
+        cmd = ["scontrol", *args]
     else:
-        log.info("requeued Slurm job %s", job)
+        cmd = ["/bin/sh", "-lc", "exec scontrol " + " ".join(args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def requeue(job: str) -> None:
+    """``scontrol requeue`` this job; RunFailed (exit 3) with Slurm's answer if it fails."""
+    try:
+        done = _scontrol(["requeue", job], timeout=60)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise RunFailed(f"could not run `scontrol requeue {job}` ({error})") from None
+    if done.returncode:
+        answer = (done.stderr or done.stdout).strip().splitlines()
+        raise RunFailed(f"`scontrol requeue {job}` failed with status {done.returncode}"
+                        f" ({answer[-1] if answer else 'no output'})")
+    log.info("requeued Slurm job %s", job)
+
+
+def after_signal_checkpoint(trainer, path, max_requeues: int) -> None:
+    """Requeue and end this attempt (in a Slurm job); outside Slurm, go on training."""
+    job = job_id()
+    if job is None:
+        log.warning("SIGUSR1: wrote %s; not a Slurm job, so training goes on", path)
+        return
+    print(f"{signal_reason(job)}: wrote {path}", flush=True)
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    if restarts >= max_requeues:
+        raise RunFailed(f"job {job} was requeued {restarts} times (max_requeues={max_requeues})"
+                        f": it stops here; submit it again to continue from {path}")
+    if trainer.is_global_zero:  # one requeue per job; the other ranks only stop
+        try:
+            requeue(job)
+        except RunFailed as error:
+            raise RunFailed(f"{error}: the job ends here; submit it again to continue from "
+                            f"{path}") from None
+    # Slurm now stops this attempt (SIGTERM, then SIGKILL after KillWait): flush logs first
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for logger in trainer.loggers:
+        logger.finalize("finished")
+    finish(trainer.loggers)
+    if trainer.is_global_zero:
+        print(f"requeued job {job} after writing {path}; the rerun resumes from it", flush=True)
+    raise Requeued
