@@ -20,6 +20,8 @@ SYNTHETIC_KEYS = ("num_nodes", "num_classes", "avg_degree", "exponent", "homophi
 
 class GNNPipeline:
     monitor = ("val_acc", "max")
+    # read by the harness: DDP would give every rank the whole graph (replicated, not shared work)
+    distributed_refusal = "full-batch training on one graph: every rank would repeat the same work"
 
     def validate(self, cfg) -> None:
         m, d = cfg.model, cfg.data
@@ -64,7 +66,7 @@ class GNNPipeline:
     def summary(self, trainer, module, dm) -> dict:
         if module.best["epoch"] < 0:  # trained in spawned processes (ddp_spawn): read rank 0's
             module.on_load_checkpoint(torch.load(
-                Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt", weights_only=False))
+                Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt", weights_only=True))
         data, best = dm.data, module.best
         out = {"val_acc": best["val_acc"], "test_acc": best["test_acc"],
                "best_epoch": best["epoch"]}
