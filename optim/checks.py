@@ -26,6 +26,12 @@ def positive(name: str, value) -> float:
     return value
 
 
+def positive_int(name: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        _fail(name, value, "an integer >= 1")
+    return value
+
+
 def unit_interval(name: str, value) -> float:
     """A decay rate: 0 <= value < 1."""
     if not _is_real(value) or not 0.0 <= value < 1.0:

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import math
 import types
-from dataclasses import dataclass
 
 import torch
 
-from .base import StepContext, Transform
+from .base import StepContext, Transform, taken_by
 from .decay import AddDecayedWeights
 from .guards import ScaleByLr, SkipNonfinite
 from .moments import ScaleByBelief, ScaleByYogi
@@ -85,14 +84,24 @@ def _compiled(key: tuple):
     return _COMPILED[key]
 
 
-@dataclass
-class CompiledPlan:
-    moments: type
+class CompiledSegment(Transform):
+    """The chain (after ``skip_nonfinite``) as one compiled step per group, where the group
+    has one float dtype on one device and every tensor has taken the same number of steps;
+    the original transforms otherwise."""
 
-    def eligible(self, ctx: StepContext) -> bool:
-        return ctx.uniform_float() and len(set(ctx.steps)) == 1
+    position = "last"
+    takes_lazy = True
+    kind = "compiled"
 
-    def step(self, ctx: StepContext) -> None:
+    def __init__(self, moments: type, transforms: list[Transform]):
+        self.moments, self.transforms = moments, transforms
+
+    def apply(self, params, incoming, ctx: StepContext) -> None:
+        if not (ctx.uniform and incoming is ctx.grads and len(set(ctx.steps)) == 1):
+            u = incoming
+            for t in self.transforms[:-1]:
+                u = t.update(taken_by(t, u), ctx)
+            return self.transforms[-1].apply(params, taken_by(self.transforms[-1], u), ctx)
         rule, second = _RULES[self.moments]
         g = ctx.group
         b1, b2 = g["betas"]
@@ -109,10 +118,13 @@ class CompiledPlan:
         step(*tensors, step_size, bc2_sqrt, keep, *constants)
 
 
-def plan(transforms: list[Transform]) -> CompiledPlan | None:
-    """The compiled step this chain equals: [skip_nonfinite] then one of _CHAINS."""
-    ts = [t for t in transforms if not isinstance(t, SkipNonfinite)]
+def lower(transforms: list[Transform]) -> tuple[list[Transform], CompiledSegment] | None:
+    """The program with a compiled step, and that step: [skip_nonfinite] then one of
+    _CHAINS; or None."""
+    head = [t for t in transforms if isinstance(t, SkipNonfinite)]
+    ts = transforms[len(head):]
     kinds = tuple(type(t) for t in ts)
     if kinds in _CHAINS and all(getattr(t, "mask", None) is None for t in ts):
-        return CompiledPlan(_CHAINS[kinds])
+        segment = CompiledSegment(_CHAINS[kinds], ts)
+        return [*head, segment], segment
     return None

@@ -1,19 +1,21 @@
 """Moment transforms: the adaptive (and momentum) part of each algorithm.
 
-Each one follows the op order of torch's multi-tensor implementation of the same
-algorithm, so a chain that equals a torch algorithm gives the same numbers.
-State tensors use the names torch uses (exp_avg, exp_avg_sq, ...).
+Each one follows the op order of torch's multi-tensor (foreach) implementation of the
+same algorithm, so a chain that equals a torch algorithm gives the same numbers. State
+tensors use the names torch uses (exp_avg, exp_avg_sq, ...). ADOPT and Lion, which torch
+does not have, follow their papers' algorithms and reference implementations.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from . import checks
-from .base import Quotient, StepContext, Transform
+from .base import LazyUpdate, Quotient, StepContext, Transform
 
 
 def _zeros(p: Tensor) -> Tensor:
@@ -29,7 +31,22 @@ def _get(states: list[dict], key: str) -> list[Tensor]:
     return [s[key] for s in states]
 
 
-class ScaleByAdam(Transform):
+def _adam_denominator(v: list[Tensor], steps: list[float], b2: float, eps: float):
+    """sqrt(v) / sqrt(1 - b2^t) + eps, in torch's op order."""
+    denom = torch._foreach_sqrt(v)
+    torch._foreach_div_(denom, [(1 - b2**t) ** 0.5 for t in steps])
+    torch._foreach_add_(denom, eps)
+    return denom
+
+
+class Moments(Transform):
+    """A transform that turns gradients into an update direction (the moments); weight decay
+    after one of these is decoupled."""
+
+    moments = True
+
+
+class ScaleByAdam(Moments):
     """Adam's moments: m/(sqrt(v)+eps) with bias correction.
 
     ``amsgrad`` keeps the running maximum of v (torch's convention: the maximum of the
@@ -76,24 +93,20 @@ class ScaleByAdam(Transform):
         v = self._second_moment(states, group)
         if group["nesterov"]:
             return self._nesterov(updates, exp_avgs, v, ctx)
-        denom = torch._foreach_sqrt(v)
-        torch._foreach_div_(denom, [(1 - b2**t) ** 0.5 for t in ctx.steps])
-        torch._foreach_add_(denom, group["eps"])
-        return Quotient([(exp_avgs, denom, [1 / (1 - b1**t) for t in ctx.steps])])
+        denom = _adam_denominator(v, ctx.steps, b2, group["eps"])
+        return Quotient([(exp_avgs, denom, [1.0] * len(denom), [1 - b1**t for t in ctx.steps])])
 
     def _nesterov(self, grads, exp_avgs, v, ctx):
         (b1, b2), psi = ctx.group["betas"], ctx.group["momentum_decay"]
-        denom = torch._foreach_div(v, [1 - b2**t for t in ctx.steps])
-        torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, ctx.group["eps"])
         mus = [b1 * (1.0 - 0.5 * (0.96 ** (t * psi))) for t in ctx.steps]
         mu_nexts = [b1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * psi))) for t in ctx.steps]
         mu_products = _get(ctx.states, "mu_product")
         torch._foreach_mul_(mu_products, mus)
+        denom = _adam_denominator(v, ctx.steps, b2, ctx.group["eps"])
         prods = [mp.item() for mp in mu_products]
-        grad_coef = [(1.0 - mu) / (1.0 - mp) for mu, mp in zip(mus, prods)]
-        avg_coef = [mn / (1.0 - mp * mn) for mn, mp in zip(mu_nexts, prods)]
-        return Quotient([(grads, denom, grad_coef), (exp_avgs, denom, avg_coef)])
+        return Quotient([(grads, denom, [1.0 - mu for mu in mus], [1.0 - mp for mp in prods]),
+                         (exp_avgs, denom, mu_nexts,
+                          [1.0 - mp * mn for mp, mn in zip(prods, mu_nexts)])])
 
     def denominator(self, states, group):
         b2 = group["betas"][1]
@@ -103,7 +116,40 @@ class ScaleByAdam(Transform):
         ]
 
 
-class ScaleByRAdam(Transform):
+@dataclass
+class RAdamDirection(LazyUpdate):
+    """The rectified step, applied with torch's multi-tensor ops:
+    p += m * (1 / ((sqrt(v) + eps) / (sqrt(1 - b2^t) * lr * r_t / (1 - b1^t) * -1))
+              - lr * [r_t = 0] / (1 - b1^t))."""
+
+    exp_avgs: list[Tensor]
+    exp_avg_sqs: list[Tensor]
+    eps: float
+    b1: float
+    b2: float
+    steps: list[float]
+
+    def _buffer(self, lr: float) -> list[Tensor]:
+        rects = [ScaleByRAdam.rectification(t, self.b2) for t in self.steps]
+        bc1 = [1 - self.b1**t for t in self.steps]
+        unrect = [(lr * (0 if r > 0 else 1.0) / c) * -1 for r, c in zip(rects, bc1)]
+        rect = [((1 - self.b2**t) ** 0.5) * (lr * r / c) * -1
+                for t, r, c in zip(self.steps, rects, bc1)]
+        buffer = torch._foreach_sqrt(self.exp_avg_sqs)
+        torch._foreach_add_(buffer, self.eps)
+        torch._foreach_div_(buffer, rect)
+        torch._foreach_reciprocal_(buffer)
+        torch._foreach_add_(buffer, unrect)
+        return buffer
+
+    def materialize(self) -> list[Tensor]:
+        return torch._foreach_mul(self.exp_avgs, self._buffer(-1.0))
+
+    def add_to(self, params, lr):
+        torch._foreach_addcmul_(params, self.exp_avgs, self._buffer(lr))
+
+
+class ScaleByRAdam(Moments):
     """Rectified Adam (Liu et al. 2020): Adam once the variance of v is tractable, momentum SGD
     before (rho_t <= 5)."""
 
@@ -119,14 +165,13 @@ class ScaleByRAdam(Transform):
         return {"exp_avg": _zeros(p), "exp_avg_sq": _zeros(p)}
 
     @staticmethod
-    def _rectification(t: float, b2: float) -> float:
+    def rectification(t: float, b2: float) -> float:
         rho_inf = 2 / (1 - b2) - 1
         rho_t = rho_inf - 2 * t * (b2**t) / (1 - b2**t)
-        if rho_t <= 5.0:
-            return 0.0
-        return math.sqrt(
-            (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-        )
+        if rho_t <= 5:
+            return 0
+        return ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+                ) ** 0.5
 
     def update(self, updates, ctx):
         b1, b2 = ctx.group["betas"]
@@ -134,21 +179,7 @@ class ScaleByRAdam(Transform):
         torch._foreach_lerp_(exp_avgs, updates, 1 - b1)
         torch._foreach_mul_(exp_avg_sqs, b2)
         torch._foreach_addcmul_(exp_avg_sqs, updates, updates, 1 - b2)
-        rects = [self._rectification(t, b2) for t in ctx.steps]
-        bc1 = [1 - b1**t for t in ctx.steps]
-        if all(r > 0 for r in rects):  # the usual case: one addcdiv at the end
-            denom = torch._foreach_sqrt(exp_avg_sqs)
-            torch._foreach_add_(denom, ctx.group["eps"])
-            coef = [math.sqrt(1 - b2**t) * r / c for t, r, c in zip(ctx.steps, rects, bc1)]
-            return Quotient([(exp_avgs, denom, coef)])
-        # buf = rect * sqrt(bc2) / bc1 / (sqrt(v) + eps)  (rectified)  or  1 / bc1  (not yet)
-        buf = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_add_(buf, ctx.group["eps"])
-        scale = [math.sqrt(1 - b2**t) * r / c for t, r, c in zip(ctx.steps, rects, bc1)]
-        torch._foreach_div_(buf, scale)
-        torch._foreach_reciprocal_(buf)
-        torch._foreach_add_(buf, [0.0 if r > 0 else 1.0 / c for r, c in zip(rects, bc1)])
-        return torch._foreach_mul(exp_avgs, buf)
+        return RAdamDirection(exp_avgs, exp_avg_sqs, ctx.group["eps"], b1, b2, ctx.steps)
 
     def denominator(self, states, group):
         b2 = group["betas"][1]
@@ -158,7 +189,7 @@ class ScaleByRAdam(Transform):
         ]
 
 
-class ScaleByAdamax(Transform):
+class ScaleByAdamax(Moments):
     """Adamax (Kingma & Ba 2015, sec. 7): the infinity-norm variant of Adam."""
 
     def __init__(self, betas=(0.9, 0.999), eps=1e-8):
@@ -178,13 +209,14 @@ class ScaleByAdamax(Transform):
         norm = torch._foreach_abs(updates)
         torch._foreach_add_(norm, ctx.group["eps"])
         torch._foreach_maximum_(exp_infs, norm)
-        return Quotient([(exp_avgs, exp_infs, [1 / (1 - b1**t) for t in ctx.steps])])
+        return Quotient([(exp_avgs, exp_infs, [1.0] * len(exp_infs),
+                          [1 - b1**t for t in ctx.steps])])
 
     def denominator(self, states, group):
         return [1.0 / s["exp_inf"] for s in states]
 
 
-class ScaleByBelief(Transform):
+class ScaleByBelief(Moments):
     """AdaBelief (Zhuang et al. 2020, Alg. 2): v tracks the variance of g around m,
     s_t = b2 s + (1-b2)(g - m_t)^2 + eps, so steps grow where the gradient is predictable."""
 
@@ -206,10 +238,8 @@ class ScaleByBelief(Transform):
         torch._foreach_mul_(exp_avg_vars, b2)
         torch._foreach_addcmul_(exp_avg_vars, residual, residual, 1 - b2)
         torch._foreach_add_(exp_avg_vars, eps)
-        denom = torch._foreach_sqrt(exp_avg_vars)
-        torch._foreach_div_(denom, [(1 - b2**t) ** 0.5 for t in ctx.steps])
-        torch._foreach_add_(denom, eps)
-        return Quotient([(exp_avgs, denom, [1 / (1 - b1**t) for t in ctx.steps])])
+        denom = _adam_denominator(exp_avg_vars, ctx.steps, b2, eps)
+        return Quotient([(exp_avgs, denom, [1.0] * len(denom), [1 - b1**t for t in ctx.steps])])
 
     def denominator(self, states, group):
         b2 = group["betas"][1]
@@ -219,7 +249,7 @@ class ScaleByBelief(Transform):
         ]
 
 
-class ScaleByYogi(Transform):
+class ScaleByYogi(Moments):
     """Yogi (Zaheer et al. 2018): v moves additively, v -= (1-b2) sign(v - g^2) g^2, so a
     burst of large gradients raises the denominator no faster than a bounded rate.
     Bias correction as in Adam (the paper omits it for exposition; optax and TF keep it)."""
@@ -246,10 +276,8 @@ class ScaleByYogi(Transform):
         torch._foreach_sign_(sign)
         torch._foreach_mul_(g2, sign)
         torch._foreach_add_(vs, g2, alpha=-(1 - b2))
-        denom = torch._foreach_sqrt(vs)
-        torch._foreach_div_(denom, [(1 - b2**t) ** 0.5 for t in ctx.steps])
-        torch._foreach_add_(denom, ctx.group["eps"])
-        return Quotient([(exp_avgs, denom, [1 / (1 - b1**t) for t in ctx.steps])])
+        denom = _adam_denominator(vs, ctx.steps, b2, ctx.group["eps"])
+        return Quotient([(exp_avgs, denom, [1.0] * len(denom), [1 - b1**t for t in ctx.steps])])
 
     def denominator(self, states, group):
         b2 = group["betas"][1]
@@ -259,7 +287,7 @@ class ScaleByYogi(Transform):
         ]
 
 
-class ScaleByRms(Transform):
+class ScaleByRms(Moments):
     """RMSprop (Hinton 2012): g / (sqrt(EMA of g^2) + eps); ``centered`` subtracts the
     squared EMA of g (an estimate of the variance instead of the raw second moment)."""
 
@@ -297,13 +325,13 @@ class ScaleByRms(Transform):
         if ctx.group["centered"]:
             torch._foreach_lerp_(_get(ctx.states, "grad_avg"), updates, 1 - alpha)
         avg = self._avg(ctx.states, ctx.group)
-        return Quotient([(updates, avg, [1.0] * len(avg))])
+        return Quotient([(updates, avg, [1.0] * len(avg), [1.0] * len(avg))])
 
     def denominator(self, states, group):
         return torch._foreach_reciprocal(self._avg(states, group))
 
 
-class Trace(Transform):
+class Trace(Moments):
     """Heavy-ball momentum as torch's SGD defines it: buf = g on the first step, then
     buf = momentum * buf + (1 - dampening) * g; ``nesterov`` returns g + momentum * buf."""
 
@@ -322,12 +350,16 @@ class Trace(Transform):
             )
 
     def init_state(self, p, group):
-        return {"momentum_buffer": _zeros(p)}
+        return {"momentum_buffer": _zeros(p)} if group["momentum"] else {}
+
+    takes_lazy = True  # passes a lazy update through untouched when momentum is 0
 
     def update(self, updates, ctx):
         m, d = ctx.group["momentum"], ctx.group["dampening"]
         if m == 0:
             return updates
+        if isinstance(updates, LazyUpdate):
+            updates = updates.materialize()
         bufs = _get(ctx.states, "momentum_buffer")
         first = [b for b, t in zip(bufs, ctx.steps) if t == 1]
         if first:
@@ -342,6 +374,80 @@ class Trace(Transform):
         return bufs
 
 
+class ScaleByAdopt(Moments):
+    """ADOPT (Taniguchi et al. 2024, Alg. 1 with the clipping of their code): the gradient is
+    normalised by the *previous* second moment, then averaged,
+    m_t = b1 m + (1-b1) clip(g_t / max(sqrt(v_{t-1}), eps), (t-1)^clip_exponent),
+    v_t = b2 v + (1-b2) g_t^2, with v_0 = g_0^2 from the first step, which moves nothing.
+    The direction is m_t itself (no bias correction). ``clip_exponent=None``: no clipping."""
+
+    def __init__(self, betas=(0.9, 0.9999), eps=1e-6, clip_exponent=0.25):
+        self.hparams = {"betas": tuple(betas), "eps": eps, "clip_exponent": clip_exponent}
+        self.validate(self.hparams)
+
+    def validate(self, group):
+        ScaleByRAdam.validate(self, group)
+        if group["clip_exponent"] is not None:
+            checks.non_negative("clip_exponent", group["clip_exponent"])
+
+    def init_state(self, p, group):
+        return {"exp_avg": _zeros(p), "exp_avg_sq": _zeros(p)}
+
+    def update(self, updates, ctx):
+        b1, b2 = ctx.group["betas"]
+        first = [i for i, t in enumerate(ctx.steps) if t == 1]
+        if first:  # v_0 = g_0^2; no step yet
+            torch._foreach_addcmul_([ctx.states[i]["exp_avg_sq"] for i in first],
+                                    [updates[i] for i in first], [updates[i] for i in first])
+        rest = [i for i, t in enumerate(ctx.steps) if t != 1]
+        if not rest:
+            return [torch.zeros_like(u) for u in updates]
+        grads = [updates[i] for i in rest]
+        exp_avgs = [ctx.states[i]["exp_avg"] for i in rest]
+        exp_avg_sqs = [ctx.states[i]["exp_avg_sq"] for i in rest]
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_clamp_min_(denom, ctx.group["eps"])
+        normed = torch._foreach_div(grads, denom)
+        exponent = ctx.group["clip_exponent"]
+        if exponent is not None:
+            bounds = [(ctx.steps[i] - 1) ** exponent for i in rest]
+            torch._foreach_clamp_min_(normed, [-c for c in bounds])
+            torch._foreach_clamp_max_(normed, bounds)
+        torch._foreach_lerp_(exp_avgs, normed, 1 - b1)
+        torch._foreach_mul_(exp_avg_sqs, b2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - b2)
+        if not first:
+            return exp_avgs
+        out = [torch.zeros_like(u) for u in updates]
+        for i, m in zip(rest, exp_avgs):
+            out[i] = m
+        return out
+
+
+class ScaleByLion(Moments):
+    """Lion (Chen et al. 2023, Alg. 2): the direction is sign(b1 m + (1-b1) g), then
+    m = b2 m + (1-b2) g. Every coordinate moves by exactly lr (plus the decoupled decay),
+    so Lion wants a 3-10x smaller lr than AdamW."""
+
+    def __init__(self, betas=(0.9, 0.99)):
+        self.hparams = {"betas": tuple(betas)}
+        self.validate(self.hparams)
+
+    def validate(self, group):
+        checks.betas("betas", group["betas"])
+
+    def init_state(self, p, group):
+        return {"exp_avg": _zeros(p)}
+
+    def update(self, updates, ctx):
+        b1, b2 = ctx.group["betas"]
+        exp_avgs = _get(ctx.states, "exp_avg")
+        direction = torch._foreach_lerp(exp_avgs, updates, 1 - b1)
+        torch._foreach_sign_(direction)
+        torch._foreach_lerp_(exp_avgs, updates, 1 - b2)
+        return direction
+
+
 scale_by_adam = ScaleByAdam
 scale_by_radam = ScaleByRAdam
 scale_by_adamax = ScaleByAdamax
@@ -349,3 +455,5 @@ scale_by_belief = ScaleByBelief
 scale_by_yogi = ScaleByYogi
 scale_by_rms = ScaleByRms
 trace = Trace
+scale_by_adopt = ScaleByAdopt
+scale_by_lion = ScaleByLion

@@ -2,13 +2,20 @@
 
 Every preset also takes ``clip`` (a threshold, None for no clipping), ``clip_kind``
 (``global_norm``, ``norm``, ``value`` or ``agc``), ``clip_at`` (``grad``: before the
-moments; ``update``: after them, bounding the step direction) and ``skip_nonfinite``.
+moments; ``update``: after them, bounding the step direction, never the decoupled decay),
+``clip_scope`` (``global``: one norm over every param group, as
+``clip_grad_norm_(model.parameters())``; ``group``: per group), ``skip_nonfinite`` (and
+``max_consecutive_skips``), ``accumulate`` (step every k calls on the mean gradient),
+``fused`` and ``compiled``. Given a module instead of parameters, ``no_decay`` and
+``module_lr`` build the param groups (see optim.groups).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+
+from torch import nn
 
 from . import checks
 from .base import Transform
@@ -22,41 +29,56 @@ from .clipping import (
     ClipUpdateValue,
 )
 from .decay import AddDecayedWeights
+from .groups import check as check_groups
+from .groups import param_groups
 from .guards import ScaleByLr, SkipNonfinite
 from .moments import (
     ScaleByAdam,
     ScaleByAdamax,
+    ScaleByAdopt,
     ScaleByBelief,
+    ScaleByLion,
     ScaleByRAdam,
     ScaleByRms,
     ScaleByYogi,
     Trace,
 )
+from .sparse import ScaleBySparseAdam
 
 CLIPS: dict[str, dict[str, type[Transform]]] = {
     "grad": {"global_norm": ClipByGlobalNorm, "norm": ClipByNorm, "value": ClipByValue,
              "agc": AdaptiveGradClip},
     "update": {"global_norm": ClipUpdateNorm, "value": ClipUpdateValue},
 }
+SCOPED = (ClipByGlobalNorm, ClipUpdateNorm)
+OPTIONS = ["clip", "clip_kind", "clip_at", "clip_scope", "skip_nonfinite",
+           "max_consecutive_skips", "accumulate", "fused", "compiled", "no_decay", "module_lr"]
 
 
-def _clip(clip, clip_kind, clip_at) -> Transform | None:
+def _clip(clip, clip_kind, clip_at, clip_scope) -> Transform | None:
     checks.choice("clip_at", clip_at, CLIPS)
     checks.choice("clip_kind", clip_kind, CLIPS[clip_at])
+    checks.choice("clip_scope", clip_scope, ("global", "group"))
     if clip is None:
         return None
-    return CLIPS[clip_at][clip_kind](clip)
+    kind = CLIPS[clip_at][clip_kind]
+    return kind(clip, scope=clip_scope) if kind in SCOPED else kind(clip)
 
 
 def _build(params, moments: list[Transform], lr, *, clip=None, clip_kind="global_norm",
-           clip_at="grad", skip_nonfinite=False, **hparams) -> ChainOptimizer:
-    """[skip] [grad clip] moments... [update clip] scale_by_lr."""
-    clipper = _clip(clip, clip_kind, clip_at)
-    head = [SkipNonfinite()] if skip_nonfinite else []
+           clip_at="grad", clip_scope="global", skip_nonfinite=False,
+           max_consecutive_skips=None, decay: list[Transform] = (), **options
+           ) -> ChainOptimizer:
+    """[skip] [grad clip] moments... [update clip] [decoupled decay] scale_by_lr."""
+    clipper = _clip(clip, clip_kind, clip_at, clip_scope)
+    if max_consecutive_skips is not None and not skip_nonfinite:
+        raise ValueError(f"max_consecutive_skips={max_consecutive_skips!r} is invalid "
+                         "without skip_nonfinite=True")
+    head = [SkipNonfinite(max_consecutive=max_consecutive_skips)] if skip_nonfinite else []
     if clipper is not None and clip_at == "grad":
         head.append(clipper)
     tail = [clipper] if clipper is not None and clip_at == "update" else []
-    return ChainOptimizer(params, [*head, *moments, *tail, ScaleByLr(lr)], **hparams)
+    return ChainOptimizer(params, [*head, *moments, *tail, *decay, ScaleByLr(lr)], **options)
 
 
 def sgd(params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
@@ -67,9 +89,9 @@ def sgd(params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov
 
 def rmsprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
             centered=False, **kw):
-    moments = [AddDecayedWeights(weight_decay), ScaleByRms(alpha, eps, centered)]
-    if momentum:
-        moments.append(Trace(momentum))
+    """RMSprop; momentum is a group hyperparameter like any other (0: none)."""
+    moments = [AddDecayedWeights(weight_decay), ScaleByRms(alpha, eps, centered),
+               Trace(momentum)]
     return _build(params, moments, lr, **kw)
 
 
@@ -89,8 +111,8 @@ def adam_l2(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, ams
 def adamw(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
           **kw):
     """AdamW: decoupled decay after the moments, every weight shrinks at rate lr*wd."""
-    moments = [ScaleByAdam(betas, eps, amsgrad), AddDecayedWeights(weight_decay)]
-    return _build(params, moments, lr, **kw)
+    return _build(params, [ScaleByAdam(betas, eps, amsgrad)], lr,
+                  decay=[AddDecayedWeights(weight_decay)], **kw)
 
 
 def amsgrad(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, **kw):
@@ -104,9 +126,22 @@ def nadam(params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
     return _build(params, moments, lr, **kw)
 
 
+def nadamw(params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+           momentum_decay=4e-3, **kw):
+    """NAdam with decoupled decay: torch's NAdam(decoupled_weight_decay=True)."""
+    moments = [ScaleByAdam(betas, eps, nesterov=True, momentum_decay=momentum_decay)]
+    return _build(params, moments, lr, decay=[AddDecayedWeights(weight_decay)], **kw)
+
+
 def radam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, **kw):
     moments = [AddDecayedWeights(weight_decay), ScaleByRAdam(betas, eps)]
     return _build(params, moments, lr, **kw)
+
+
+def radamw(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, **kw):
+    """RAdam with decoupled decay: torch's RAdam(decoupled_weight_decay=True)."""
+    return _build(params, [ScaleByRAdam(betas, eps)], lr,
+                  decay=[AddDecayedWeights(weight_decay)], **kw)
 
 
 def adamax(params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, **kw):
@@ -115,8 +150,8 @@ def adamax(params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, **kw
 
 
 def adabelief(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0, **kw):
-    moments = [ScaleByBelief(betas, eps), AddDecayedWeights(weight_decay)]
-    return _build(params, moments, lr, **kw)
+    return _build(params, [ScaleByBelief(betas, eps)], lr,
+                  decay=[AddDecayedWeights(weight_decay)], **kw)
 
 
 def yogi(params, lr=1e-2, betas=(0.9, 0.999), eps=1e-3, initial_accumulator=1e-6,
@@ -125,11 +160,35 @@ def yogi(params, lr=1e-2, betas=(0.9, 0.999), eps=1e-3, initial_accumulator=1e-6
     return _build(params, moments, lr, **kw)
 
 
+def adopt(params, lr=1e-3, betas=(0.9, 0.9999), eps=1e-6, weight_decay=0.0,
+          clip_exponent=0.25, **kw):
+    """ADOPT (Taniguchi et al. 2024); weight_decay is coupled (L2), as in the authors'
+    default."""
+    moments = [AddDecayedWeights(weight_decay), ScaleByAdopt(betas, eps, clip_exponent)]
+    return _build(params, moments, lr, **kw)
+
+
+def lion(params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, **kw):
+    """Lion (Chen et al. 2023), with decoupled weight decay."""
+    return _build(params, [ScaleByLion(betas)], lr, decay=[AddDecayedWeights(weight_decay)],
+                  **kw)
+
+
+def sparse_adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, skip_nonfinite=False,
+                max_consecutive_skips=None, **options):
+    """Lazy Adam for sparse gradients: torch.optim.SparseAdam."""
+    return _build(params, [ScaleBySparseAdam(betas, eps)], lr, skip_nonfinite=skip_nonfinite,
+                  max_consecutive_skips=max_consecutive_skips, **options)
+
+
 PRESETS: dict[str, Callable[..., ChainOptimizer]] = {
     f.__name__: f
-    for f in (sgd, rmsprop, adam, adamw, adam_l2, amsgrad, nadam, radam, adamax, adabelief,
-              yogi)
+    for f in (sgd, rmsprop, adam, adamw, adam_l2, amsgrad, nadam, nadamw, radam, radamw,
+              adamax, adabelief, yogi, adopt, lion, sparse_adam)
 }
+# what each preset takes besides its own arguments
+_REFUSED = {"sparse_adam": {"clip", "clip_kind", "clip_at", "clip_scope", "accumulate",
+                            "compiled"}}
 
 
 def available() -> list[str]:
@@ -138,11 +197,25 @@ def available() -> list[str]:
 
 
 def create(name: str, params, **hparams) -> ChainOptimizer:
-    """Build the preset ``name`` (e.g. from a config: ``create(cfg.name, params, **cfg)``)."""
+    """Build the preset ``name`` (e.g. from a config: ``create(cfg.name, params, **cfg)``).
+
+    ``params`` may be parameters, param groups, ``named_parameters()`` or a module; with a
+    module, ``no_decay`` and ``module_lr`` split it into groups (optim.groups)."""
     checks.choice("name", name, available())
     preset = PRESETS[name]
-    allowed = [a for a in inspect.signature(preset).parameters if a not in ("params", "kw")]
-    allowed += ["clip", "clip_kind", "clip_at", "skip_nonfinite", "fused", "compiled"]
+    allowed = [a for a in inspect.signature(preset).parameters
+               if a not in ("params", "kw", "options")]
+    allowed += [o for o in OPTIONS if o not in _REFUSED.get(name, ()) and o not in allowed]
     for key in hparams:
         checks.choice(f"{name}: hyperparameter", key, allowed)
+    no_decay, module_lr = hparams.pop("no_decay", None), hparams.pop("module_lr", None)
+    if isinstance(params, nn.Module):
+        if no_decay and "weight_decay" not in allowed:
+            raise ValueError(f"no_decay={list(no_decay)!r} is invalid for {name}: it has no "
+                             "weight decay")
+        params = param_groups(params, no_decay, module_lr)
+    elif no_decay or module_lr:
+        check_groups(no_decay, module_lr)
+        raise ValueError(f"no_decay={no_decay!r} / module_lr={module_lr!r} need the module: "
+                         f"optim.create({name!r}, model, ...) instead of its parameters")
     return preset(params, **hparams)

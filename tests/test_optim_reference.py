@@ -76,9 +76,16 @@ CASES = {
 @pytest.mark.parametrize("fused", [None, False], ids=["auto", "unfused"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_chain_equals_torch(case, fused, dtype):
+    """Each path against torch's same path: the fused lowering against torch's fused kernel,
+    the chain run transform by transform against torch's multi-tensor (foreach) step.
+    (torch's CPU fused Adam computes p + (-step_size * m) / denom, its foreach and for-loop
+    steps p + -step_size * (m / denom): an ulp apart per step, which 500 steps of this
+    small tanh net grow to 1.3e-6 for adam_l2 in float32. The differential test checks every
+    path against torch's default step on problems that do not amplify rounding.)"""
     name, torch_cls, kwargs, overrides = CASES[case]
     ours, opt = train(lambda g: optim.create(name, g, fused=fused, **kwargs), dtype, overrides)
-    ref, ref_opt = train(lambda g: torch_cls(g, **kwargs), dtype, overrides)
+    path = {"fused": True} if opt._plan is not None else {"foreach": True}
+    ref, ref_opt = train(lambda g: torch_cls(g, **kwargs, **path), dtype, overrides)
     worst = max(rel_diff(a, b) for a, b in zip(ours, ref))
     assert worst <= TOL[dtype], f"{case}: max relative difference {worst:.3e}"
     # the moment estimates agree too, not only the parameters
@@ -101,7 +108,8 @@ def test_lowering_is_used_where_a_fused_kernel_exists():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_fused_clip_matches_unfused_clip(dtype):
     """clip_by_global_norm lowered to the kernel's grad_scale equals the explicit chain, and
-    both equal torch's clip_grad_norm_ followed by torch's AdamW."""
+    both equal torch's clip_grad_norm_ over all parameters (both groups) followed by torch's
+    AdamW."""
     kwargs = {"lr": 1e-2, "weight_decay": 0.01}
     fast, opt = train(lambda g: optim.create("adamw", g, clip=0.05, **kwargs), dtype, [{}, {}])
     slow, _ = train(lambda g: optim.create("adamw", g, clip=0.05, fused=False, **kwargs), dtype,
@@ -115,8 +123,7 @@ def test_fused_clip_matches_unfused_clip(dtype):
     for step in range(STEPS):
         ref.zero_grad()
         loss_fn(params, *data[step % len(data)]).backward()
-        for group in ref.param_groups:
-            torch.nn.utils.clip_grad_norm_(group["params"], 0.05)
+        torch.nn.utils.clip_grad_norm_(params, 0.05)
         ref.step()
     assert max(rel_diff(a, b) for a, b in zip(slow, params)) <= TOL[dtype]
 
@@ -125,8 +132,9 @@ def test_fused_clip_matches_unfused_clip(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_update_clip_lowered_matches_chain_and_written_out_rule(dtype, amsgrad):
     """Adam + clip_update_norm on the fused kernel (scratch update) equals the chain run
-    transform by transform, and both equal the rule written out per group: the update
-    m_hat / (sqrt(v_hat) + eps) scaled to global norm <= max_norm, then times lr."""
+    transform by transform, and both equal the rule written out: the update
+    m_hat / (sqrt(v_hat) + eps) of both groups scaled to global norm <= max_norm, then
+    times lr."""
     kwargs = {"lr": 1e-2, "clip": 3.0, "clip_at": "update", "amsgrad": amsgrad}
     fast, opt = train(lambda g: optim.create("adam", g, **kwargs), dtype, [{}, {}])
     slow, _ = train(lambda g: optim.create("adam", g, fused=False, **kwargs), dtype, [{}, {}])
@@ -141,18 +149,17 @@ def test_update_clip_lowered_matches_chain_and_written_out_rule(dtype, amsgrad):
     for step in range(1, STEPS + 1):
         grads = torch.autograd.grad(loss_fn(params, *data[(step - 1) % len(data)]), params)
         with torch.no_grad():
-            for group in ((0, 1), (2, 3)):
-                updates = []
-                for i in group:
-                    m[i] = b1 * m[i] + (1 - b1) * grads[i]
-                    v[i] = b2 * v[i] + (1 - b2) * grads[i] ** 2
-                    vmax[i] = torch.maximum(vmax[i], v[i])
-                    v_hat = (vmax[i] if amsgrad else v[i]) / (1 - b2**step)
-                    updates.append(m[i] / (1 - b1**step) / (v_hat.sqrt() + eps))
-                norm = torch.sqrt(sum((u**2).sum() for u in updates))
-                scale = min(1.0, 3.0 / (norm.item() + 1e-6))
-                for i, u in zip(group, updates):
-                    params[i] -= 1e-2 * scale * u
+            updates = []
+            for i in range(4):
+                m[i] = b1 * m[i] + (1 - b1) * grads[i]
+                v[i] = b2 * v[i] + (1 - b2) * grads[i] ** 2
+                vmax[i] = torch.maximum(vmax[i], v[i])
+                v_hat = (vmax[i] if amsgrad else v[i]) / (1 - b2**step)
+                updates.append(m[i] / (1 - b1**step) / (v_hat.sqrt() + eps))
+            norm = torch.sqrt(sum((u**2).sum() for u in updates))
+            scale = min(1.0, 3.0 / (norm.item() + 1e-6))
+            for i, u in enumerate(updates):
+                params[i] -= 1e-2 * scale * u
     assert max(rel_diff(a, b) for a, b in zip(fast, params)) <= 10 * TOL[dtype]
 
 
@@ -167,7 +174,7 @@ def test_compiled_step_matches_the_chain(dtype, name, kwargs):
     fast, opt = train(lambda g: optim.create(name, g, compiled=True, **kwargs), dtype,
                       [{}, {"lr": 3e-3}])
     slow, eager = train(lambda g: optim.create(name, g, **kwargs), dtype, [{}, {"lr": 3e-3}])
-    assert type(opt._plan).__name__ == "CompiledPlan"
+    assert type(opt._plan).__name__ == "CompiledSegment"
     assert max(rel_diff(a, b) for a, b in zip(fast, slow)) <= TOL[dtype]
     assert opt.state_dict()["state"].keys() == eager.state_dict()["state"].keys()
     for p, q in zip(fast, slow):
