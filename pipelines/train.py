@@ -67,7 +67,9 @@ def run(cfg, run_dir: Path, extra_callbacks=()) -> dict:
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=loggers,
-        callbacks=[*_callbacks(cfg, run_dir, monitor, mode, header), *extra_callbacks],
+        callbacks=[*_callbacks(cfg, run_dir, monitor, mode, header,
+                               lr_monitor=not getattr(pipeline, "logs_learning_rate", False)),
+                   *extra_callbacks],
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO(),
                  *([SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])],
@@ -112,11 +114,11 @@ def usable_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
-def _callbacks(cfg, run_dir: Path, monitor, mode, header: dict) -> list:
+def _callbacks(cfg, run_dir: Path, monitor, mode, header: dict, lr_monitor: bool = True) -> list:
     interval = checkpoints.Interval.parse(cfg.checkpoint_every)
     callbacks = [
         checkpoints.RunCheckpoints(run_dir, interval, header, cfg.max_requeues),
-        LearningRateMonitor(logging_interval="step"),
+        *([LearningRateMonitor(logging_interval="step")] if lr_monitor else []),
         OptimizerTelemetry(cfg.telemetry_every),
         StepSeeds(cfg.seed),
         NonFiniteGuard(cfg.nonfinite.action, cfg.nonfinite.max_consecutive, cfg.optim.get("lr")),

@@ -53,9 +53,17 @@ def log_now(trainer, values: dict) -> None:
     on every later step of the epoch (Lightning keeps step values until the epoch ends), so a
     run resumed mid-epoch could not log the same rows."""
     if values and trainer.is_global_zero:
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        step = logger_step(trainer)
         for logger in trainer.loggers:
             logger.log_metrics(values, step=step)
+
+
+def logger_step(trainer) -> int:
+    """The step rows logged now are filed under, and a resumed run continues from: the
+    module's ``log_step`` where it keeps an axis of its own (RL: env steps before the update
+    in progress), else Lightning's count of batches that stepped."""
+    step = getattr(trainer.lightning_module, "log_step", None)
+    return trainer.fit_loop.epoch_loop._batches_that_stepped if step is None else int(step)
 
 
 class StepSeeds(L.Callback):

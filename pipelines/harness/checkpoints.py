@@ -32,6 +32,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
 from . import slurm
+from .callbacks import logger_step
 from .checkpoint_io import CHECKPOINT, load
 from .errors import ConfigError, FileError
 
@@ -295,8 +296,7 @@ class RunCheckpoints(Checkpoint):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         """The header, on every checkpoint (best ones too). A save between steps stores the
         loop state of the end of the previous step, as Lightning's restart logic reads it."""
-        epoch_loop = trainer.fit_loop.epoch_loop
-        checkpoint[HEADER] = {**self.header, "next_step": epoch_loop._batches_that_stepped,
+        checkpoint[HEADER] = {**self.header, "next_step": logger_step(trainer),
                               "saved_at": time.time(), "kind": self._kind,
                               "between_steps": self._between_steps}
         self._kind = "best"  # Lightning's ModelCheckpoint saves without telling us

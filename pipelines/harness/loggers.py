@@ -21,6 +21,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import OmegaConf
 
+from .callbacks import logger_step
 from .files import atomic_write
 
 
@@ -149,7 +150,7 @@ class OfflineWandbResume(L.Callback):
     """
 
     def on_train_start(self, trainer, pl_module):
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the loggers' step
+        step = logger_step(trainer)
         wb = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
         if not trainer.is_global_zero or wb is None or (step == 0 == trainer.current_epoch):
             return
