@@ -121,7 +121,12 @@ class Scaled(LazyUpdate):
     factor: Tensor
 
     def materialize(self) -> list[Tensor]:
-        return torch._foreach_mul(self.tensors, self.factor.to(self.tensors[0].device))
+        factor = self.factor.to(self.tensors[0].device)
+        out = list(torch._foreach_mul(self.tensors, factor))
+        for i, (t, o) in enumerate(zip(self.tensors, out)):
+            if o.dtype != t.dtype:  # a 0-dim tensor promotes; torch's in-place clip does not
+                out[i] = t.clone().mul_(factor)
+        return out
 
     def add_to(self, params: list[Tensor], lr: float) -> None:
         if self.tensors[0].is_cpu:  # a free read on CPU: the factor rides on the add
@@ -188,13 +193,14 @@ class StepContext:
     uniform: bool = False  # one float32/float64 dtype on one CPU/CUDA device, all dense
     contiguous: bool = False  # params, grads and state all contiguous (fused kernels)
     originals: list[Tensor] | None = None  # the parameters themselves, as in the group
+    norm_grads: list[Tensor] | None = None  # complex gradients as complex, for their norms
     clipped: Tensor | None = field(default=None, repr=False)  # any clip fired this step
     _grad_norms: list[Tensor] | None = field(default=None, repr=False)
 
     def grad_norms(self) -> list[Tensor]:
         """Per-tensor L2 norms of this group's raw gradients, computed at most once a step."""
-        if self._grad_norms is None:
-            self._grad_norms = tensor_norms(self.grads)
+        if self._grad_norms is None:  # of complex gradients as torch takes them
+            self._grad_norms = tensor_norms(self.norm_grads or self.grads)
         return self._grad_norms
 
     def grad_norm(self) -> Tensor:
@@ -231,6 +237,14 @@ def combine_norms(norms: list[Tensor]) -> Tensor:
     dtype = torch.float64 if torch.float64 in dtypes else torch.float32
     device = norms[0].device
     return torch.linalg.vector_norm(torch.stack([n.to(device, dtype) for n in norms]))
+
+
+def max_abs(tensors: list[Tensor]) -> Tensor:
+    """The largest |element| over the tensors (0 if they hold none); NaN if any is NaN."""
+    tensors = [t for t in tensors if t.numel()]
+    if not tensors:
+        return torch.zeros(())
+    return torch.stack([n.float() for n in torch._foreach_norm(tensors, float("inf"))]).max()
 
 
 def global_norm(tensors: list[Tensor]) -> Tensor:

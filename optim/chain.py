@@ -196,6 +196,9 @@ class ChainOptimizer(Optimizer):
                           originals=params)
         if layout.complex or layout.low:
             ctx.params, ctx.grads, ctx.states = self._computed_on(params, grads, states)
+            if layout.complex:
+                ctx.norm_grads = [g if p.is_complex() else c
+                                  for p, g, c in zip(params, grads, ctx.grads)]
         self._check_gradients(ctx)
         return ctx
 

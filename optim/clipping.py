@@ -17,7 +17,15 @@ from __future__ import annotations
 import torch
 
 from . import checks
-from .base import LazyUpdate, Scaled, StepContext, Transform, combine_norms, tensor_norms
+from .base import (
+    LazyUpdate,
+    Scaled,
+    StepContext,
+    Transform,
+    combine_norms,
+    max_abs,
+    tensor_norms,
+)
 from .decay import Decoupled
 
 _TINY = 1e-6  # as torch.nn.utils.clip_grad_norm_: scale = max_norm / (norm + 1e-6)
@@ -156,7 +164,7 @@ class ClipByValue(Transform):
 
     def update(self, updates, ctx):
         c = ctx.group[self.key]
-        peak = torch.stack([n.float() for n in torch._foreach_norm(updates, float("inf"))]).max()
+        peak = max_abs(updates)
         out = torch._foreach_clamp_min(updates, -c)
         torch._foreach_clamp_max_(out, c)
         ctx.record_clip(self.label, peak > c)
@@ -230,8 +238,9 @@ def _same_in_every_group(key: str, groups: list[dict], what: str) -> None:
         if g[key] != first:
             raise ValueError(
                 f"param_groups[{i}]: {key}={g[key]!r} differs from param_groups[0] "
-                f"({first!r}): {what} takes one threshold for all groups (pass "
-                "scope='group' to clip each group by its own norm)")
+                f"({first!r}): {what} takes one threshold for all groups; to clip each "
+                "group by its own norm pass clip_scope='group' to optim.create (scope='group' "
+                "to the transform)")
 
 
 clip_by_global_norm = ClipByGlobalNorm

@@ -46,7 +46,7 @@ class _Lowered(Transform):
         if isinstance(incoming, Scaled) and incoming.tensors is ctx.grads:
             if ctx.params[0].dtype == torch.float64:
                 return None  # grad_scale is float32: it would round the clip factor
-            return ctx.grads, (1.0 / incoming.factor).to(ctx.params[0].device)
+            return ctx.grads, (1.0 / incoming.factor).to(ctx.params[0].device, torch.float32)
         return None
 
     def _eligible(self, ctx: StepContext) -> bool:

@@ -34,7 +34,7 @@ def check(no_decay: Iterable[str] | None, module_lr: Mapping[str, float] | None)
 
 def param_groups(model: nn.Module, no_decay: Iterable[str] | None = None,
                  module_lr: Mapping[str, float] | None = None) -> list[dict]:
-    """The trainable parameters of ``model`` in groups: one per (lr, decayed or not)
+    """The parameters of ``model`` in groups: one per (lr, decayed or not)
     present, each with ``param_names``; decayed groups leave weight_decay to the
     optimizer's default, the others set it to 0."""
     no_decay, module_lr = list(no_decay or ()), dict(module_lr or {})
@@ -42,9 +42,7 @@ def param_groups(model: nn.Module, no_decay: Iterable[str] | None = None,
     excluded = _excluded(model, no_decay)
     used = set()
     groups: dict[tuple, dict] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
+    for name, p in model.named_parameters():  # frozen ones too, as model.parameters()
         prefix = _longest_prefix(name, module_lr)
         used.add(prefix)
         key = (prefix, id(p) in excluded)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import checks
-from .base import LazyUpdate, StepContext, Transform
+from .base import LazyUpdate, StepContext, Transform, max_abs
 
 SCOPES = ("global", "group")
 
@@ -60,8 +60,7 @@ def _values(g):
 
 
 def _finite(grads) -> torch.Tensor:
-    peaks = torch._foreach_norm([_values(g) for g in grads], float("inf"))
-    return torch.isfinite(torch.stack([p.float() for p in peaks])).all()
+    return torch.isfinite(max_abs([_values(g) for g in grads]))
 
 
 def _first_nonfinite(ctxs) -> str:
