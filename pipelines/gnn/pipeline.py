@@ -12,14 +12,16 @@ from pipelines.harness.errors import ConfigError
 
 from . import figures
 from .models import EMBEDDINGS, MODELS
-from .module import NodeClassification
+from .module import GAT_KEYS, NodeClassification
 
+DECAY_SCOPES = ("all", "first_layer")
 SYNTHETIC_KEYS = ("num_nodes", "num_classes", "avg_degree", "exponent", "homophily",
                   "feature_dim", "snr", "split", "seed")
 
 
 class GNNPipeline:
     monitor = ("val_acc", "max")
+    logs_learning_rate = True  # the epoch's row has it: no LearningRateMonitor call per step
     # read by the harness: DDP would give every rank the whole graph (replicated, not shared work)
     distributed_refusal = "full-batch training on one graph: every rank would repeat the same work"
 
@@ -29,9 +31,12 @@ class GNNPipeline:
             raise ConfigError("model.name", m and m.get("name"), "one of " + ", ".join(MODELS))
         if m.embedding not in EMBEDDINGS:
             raise ConfigError("model.embedding", m.embedding, "null, input or concat")
-        for key in ("hidden", "num_layers", "embedding_dim"):
-            if not isinstance(m.get(key), int) or m[key] < 1:
+        for key in ("hidden", "num_layers", "embedding_dim", *(k for k in GAT_KEYS if k in m)):
+            if not isinstance(m.get(key), int) or isinstance(m[key], bool) or m[key] < 1:
                 raise ConfigError(f"model.{key}", m.get(key), "an integer >= 1")
+        if m.get("weight_decay_on") not in DECAY_SCOPES:
+            raise ConfigError("model.weight_decay_on", m.get("weight_decay_on"),
+                              " or ".join(DECAY_SCOPES))
         if not 0 <= m.dropout < 1:
             raise ConfigError("model.dropout", m.dropout, "a number in [0, 1)")
         if d is None or d.get("name") not in ("synthetic", "planetoid"):
@@ -60,7 +65,7 @@ class GNNPipeline:
         data = dm.data
         if cfg.data.name == "planetoid":  # row-normalised bag-of-words, as in Kipf & Welling
             data.x = data.x / data.x.sum(1, keepdim=True).clamp(min=1)
-        module = NodeClassification(cfg, dm.num_features, dm.num_classes, data.num_nodes)
+        module = NodeClassification(cfg, data)
         return module, dm
 
     def summary(self, trainer, module, dm) -> dict:
