@@ -76,7 +76,8 @@ def run(cfg, run_dir: Path, extra_callbacks=()) -> dict:
         inference_mode=False,  # MLIP forces need autograd in validation and test
     )
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=found and str(found.path))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=found and str(found.path),
+                    weights_only=True)
         metrics = pipeline.summary(trainer, module, datamodule)
         figures = [str(p) for p in pipeline.figures(trainer, module, datamodule, run_dir) if p]
     except slurm.Requeued:

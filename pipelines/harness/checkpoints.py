@@ -35,6 +35,7 @@ from . import slurm
 from .callbacks import logger_step
 from .checkpoint_io import CHECKPOINT, load
 from .errors import ConfigError, FileError
+from .files import TMP_PREFIX, TMP_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ SCHEMA = 1
 HEADER = "adamlab"
 HPC = re.compile(r"hpc_ckpt_(\d+)\.ckpt")
 KEEP_HPC = 2
+STARTED = time.time()  # this process: older temporary files are torn writes of killed ones
 # what a resumed run must share with its checkpoint: the model/optim/data config ...
 TRACKED = ("pipeline", "model", "data", "optim", "clip", "schedule", "algo", "env")
 # ... except keys that only say how long to train, what to report or where files live
@@ -239,6 +241,8 @@ class RunCheckpoints(Checkpoint):
     def on_fit_start(self, trainer, pl_module):
         self._saved_step = trainer.global_step
         self._saved_time = time.monotonic()
+        if trainer.is_global_zero:
+            remove_torn_writes(self.run_dir)
 
     def on_train_start(self, trainer, pl_module):
         self._saved_step = trainer.global_step
@@ -317,6 +321,14 @@ class RunCheckpoints(Checkpoint):
                      if HPC.fullmatch(p.name))
         for _, path in hpc[:-KEEP_HPC]:
             path.unlink(missing_ok=True)
+
+
+def remove_torn_writes(run_dir: Path) -> None:
+    """Temporary files that a killed attempt left behind (never a checkpoint: see files.py)."""
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "csv"):
+        for path in folder.glob(f"{TMP_PREFIX}*{TMP_SUFFIX}"):
+            if path.stat().st_mtime < STARTED:
+                path.unlink(missing_ok=True)
 
 
 def _resume_data_mid_epoch(trainer) -> None:

@@ -1,14 +1,18 @@
-"""What a run directory holds besides checkpoints and CSV: config.yaml and summary.json."""
+"""What a run directory holds besides checkpoints and CSV (config.yaml, summary.json), and
+the check that it can be created at all."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from .files import atomic_write
@@ -69,3 +73,25 @@ def git_sha() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+class RunDirCheck(Callback):
+    """Refuses a run dir (or sweep dir) that cannot be created, before Hydra tries to and
+    fails with a traceback: ``hydra.run.dir`` / ``ADAMLAB_RUNS`` under a regular file, say."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        _check_creatable("hydra.run.dir", config.hydra.run.dir)
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        _check_creatable("hydra.sweep.dir", config.hydra.sweep.dir)
+
+
+def _check_creatable(key: str, target: str) -> None:
+    path = Path(target).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not a directory" if not existing.is_dir() else "is not writable"
+        print(f"adamlab: error: {key}={target!r} is invalid: {existing} {what}; expected a "
+              "directory this user can create and write (set hydra.run.dir or ADAMLAB_RUNS)",
+              file=sys.stderr, flush=True)
+        raise SystemExit(2)
