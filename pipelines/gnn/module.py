@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.harness.callbacks import log_now
-from pipelines.harness.optimizers import build_optimizer, build_scheduler
+from pipelines.harness.optimizers import build_optimizer, build_scheduler, configure_optimizers
 
 from .graph import GraphTensors
 from .models import NodeClassifier
@@ -89,16 +89,17 @@ class NodeClassification(L.LightningModule):
         return (self.best["val_acc"], -self.best.get("val_loss", float("inf")))
 
     def configure_optimizers(self):
-        opt = build_optimizer(self.param_groups(), self.cfg.optim, self.cfg.get("clip"))
-        sched = build_scheduler(opt, self.cfg.get("schedule"), total_steps=self.trainer.max_epochs)
+        steps = self.trainer.max_epochs
+        if self.cfg.model.weight_decay_on == "all":
+            return configure_optimizers(self, self.cfg, total_steps=steps)
+        opt = build_optimizer(self.first_layer_groups(), self.cfg.optim, self.cfg.get("clip"))
+        sched = build_scheduler(opt, self.cfg.get("schedule"), total_steps=steps)
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
 
-    def param_groups(self) -> list[dict]:
-        """One group, or with ``model.weight_decay_on: first_layer`` (Kipf & Welling; PyG's
-        examples/gcn.py) two: the first layer and the node embedding keep
-        ``optim.weight_decay``, the later layers get none."""
-        if self.cfg.model.weight_decay_on == "all":
-            return [{"params": list(self.parameters())}]
+    def first_layer_groups(self) -> list[dict]:
+        """``model.weight_decay_on: first_layer`` (Kipf & Welling; PyG's examples/gcn.py):
+        the first layer and the node embedding keep ``optim.weight_decay``, the later layers
+        get none."""
         first = ("convs.0.", "embedding.")
         named = list(self.model.named_parameters())
         return [{"params": [p for n, p in named if n.startswith(first)]},

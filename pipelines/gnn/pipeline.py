@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from data.graphs import GraphDataModule, accuracy_by_degree, degree_group_loss_variance
 from data.graphs.dcsbm import check_dcsbm_args
@@ -37,6 +38,11 @@ class GNNPipeline:
         if m.get("weight_decay_on") not in DECAY_SCOPES:
             raise ConfigError("model.weight_decay_on", m.get("weight_decay_on"),
                               " or ".join(DECAY_SCOPES))
+        for key in ("no_decay", "module_lr"):  # their groups are the whole module's
+            if m.weight_decay_on == "first_layer" and cfg.optim.get(key):
+                raise ConfigError(f"optim.{key}", OmegaConf.to_container(cfg.optim[key]),
+                                  "empty with model.weight_decay_on=first_layer (or set "
+                                  "model.weight_decay_on=all)")
         if not 0 <= m.dropout < 1:
             raise ConfigError("model.dropout", m.dropout, "a number in [0, 1)")
         if d is None or d.get("name") not in ("synthetic", "planetoid"):
