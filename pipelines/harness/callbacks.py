@@ -11,6 +11,21 @@ import torch
 import optim
 
 
+def warmup_ema_avg_fn(decay: float):
+    """EMA update whose decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over the ``n``
+    updates so far (TensorFlow's ``ExponentialMovingAverage(num_updates=...)``, timm's EMA
+    warm-up): with a fixed 0.99 the average of a short run stays dominated by its first,
+    untrained weights for ~100 steps. Integer buffers are copied, not averaged."""
+
+    def update(average, current, num_averaged):
+        if not average.is_floating_point():
+            return current
+        rate = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
+        return average + (1.0 - rate) * (current - average)
+
+    return update
+
+
 class OptimizerTelemetry(L.Callback):
     """Logs ``optim.telemetry`` every ``every`` optimizer steps as ``optim/g{i}/{figure}``.
 
