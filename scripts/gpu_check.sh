@@ -26,6 +26,8 @@ step rl $bin/adamlab train trainer=gpu trainer.precision=32-true pipeline=rl \
 step mlip $bin/adamlab train trainer=gpu trainer.precision=32-true pipeline=mlip \
   data.n_configs=200 trainer.max_epochs=3 trainer.enable_progress_bar=false
 step optim_cuda_exact $bin/pytest -q tests/test_optim_reference.py -k cuda -rs
+# optim on CUDA: the differential test (fused kernels, foreach chain, compiled steps)
+step optim_cuda_differential $bin/pytest -q tests/test_optim_differential.py -k cuda -rs
 step optim_bench $bin/python bench/optim_step.py --device cuda --repeats 5 --steps 20
 cat "$out/optim_bench.log" >> "$report"
 echo "report: $report"
