@@ -109,19 +109,28 @@ class Param:
     def compute_dtype(self):
         return torch.float32 if self.dtype in LOW else self.dtype
 
+    def to(self, device: str) -> Param:
+        """The same recipe with its tensors on ``device``."""
+        for key in ("a", "target", "noise", "low_noise"):
+            if hasattr(self, key):
+                setattr(self, key, getattr(self, key).to(device))
+        self.device = device
+        return self
+
     def make(self, master: bool = False) -> torch.Tensor:
         """The parameter (``master``: torch's float32 stand-in for a 16-bit one)."""
         gen = torch.Generator().manual_seed(self.seed + 1)
-        dtype = self.compute_dtype
+        dtype, device = self.compute_dtype, getattr(self, "device", "cpu")
         if self.layout == "transposed":
-            t = torch.randn(self.shape[::-1], generator=gen, dtype=dtype).t()
+            t = torch.randn(self.shape[::-1], generator=gen, dtype=dtype).to(device).t()
         elif self.layout == "strided":
-            t = torch.randn(self.shape[0], 2 * self.shape[1], generator=gen, dtype=dtype)[:, ::2]
+            t = torch.randn(self.shape[0], 2 * self.shape[1], generator=gen,
+                            dtype=dtype).to(device)[:, ::2]
         elif self.layout == "channels_last":
             t = torch.randn(self.shape, generator=gen, dtype=dtype).to(
-                memory_format=torch.channels_last)
+                device, memory_format=torch.channels_last)
         else:
-            t = torch.randn(self.shape, generator=gen, dtype=dtype)
+            t = torch.randn(self.shape, generator=gen, dtype=dtype).to(device)
         if self.dtype in LOW and not master:
             t = t.to(self.dtype)
         elif self.dtype in LOW:
@@ -141,7 +150,7 @@ class Param:
 
 
 class Case:
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, device: str = "cpu"):
         rng = random.Random(seed)
         self.seed = seed
         self.name = rng.choice(sorted(TORCH))
@@ -161,6 +170,9 @@ class Case:
         self.clip = rng.choice([None, None, None, 10 ** rng.uniform(-1.5, 0)])
         self.nan_step = rng.choice([None, None, None, rng.randrange(STEPS)])
         self.save_step = rng.randrange(STEPS)
+        for ps, _ in self.groups:
+            for p in ps:
+                p.to(device)
         low = any(p.dtype in LOW for ps, _ in self.groups for p in ps)
         self.interop = not low and rng.random() < 0.5  # torch's state_dict into ours
 
@@ -281,3 +293,38 @@ def test_presets_equal_torch_on_generated_cases(first, one_thread):
 def test_presets_equal_torch_on_more_generated_cases(first, one_thread):
     for seed in range(first, first + CASES_PER_TEST):
         check(Case(seed))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device "
+                    "(scripts/gpu_check.sh runs it where there is one)")
+@pytest.mark.parametrize("first", range(0, 200, CASES_PER_TEST))
+def test_presets_equal_torch_on_generated_cases_on_cuda(first):
+    """On CUDA: torch's fused kernels under our lowering, the multi-tensor chain, against
+    torch's CUDA foreach step."""
+    for seed in range(first, first + CASES_PER_TEST):
+        check(Case(seed, device="cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device "
+                    "(scripts/gpu_check.sh runs it where there is one)")
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("name", ["adabelief", "yogi"])
+def test_compiled_steps_equal_the_chain_on_generated_cases_on_cuda(name, seed):
+    """compiled=True (one graph per layout) against the eager chain, in generated layouts."""
+    case = Case(seed, device="cuda")
+    recipes = [r for ps, _ in case.groups for r in ps if r.dtype not in LOW]
+    if not recipes:
+        pytest.skip("no float parameter in this case")
+    fast, slow = [r.make() for r in recipes], [r.make() for r in recipes]
+    opt = optim.create(name, fast, lr=1e-2, compiled=True)
+    ref = optim.create(name, slow, lr=1e-2)
+    for step in range(50):
+        active = [r.active(step) for r in recipes]
+        for params, o in ((fast, opt), (slow, ref)):
+            for p, g in zip(params, gradients(recipes, params, step, False, active)):
+                p.grad = g
+            o.step()
+    for r, p, q in zip(recipes, fast, slow):
+        tol = TOL[torch.float64 if r.compute_dtype in (torch.float64, torch.complex128)
+                  else torch.float32]
+        assert rel_diff(p, q) <= 10 * tol, case
