@@ -3,6 +3,7 @@ and a short learning check that a broken PPO fails. Fast (CPU, about a minute in
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -21,11 +22,10 @@ from pipelines.rl import envs as rl_envs
 from pipelines.rl.agent import Agent
 from pipelines.rl.collector import Collector
 from pipelines.rl.diagnostics import pg_gradient_stats
-from pipelines.rl.evaluate import evaluate, record_episode
 from pipelines.rl.pipeline import RLPipeline
 from pipelines.train import CONFIGS, run
 
-QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "optim.eps=1e-5"]
+QUIET = ["logger=csv", "trainer.enable_progress_bar=false"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -156,24 +156,6 @@ def test_pg_gradient_stats_equal_per_sample_statistics():
     assert all(p.grad is None for p in params)
 
 
-def test_greedy_evaluation_is_deterministic_and_video_is_optional(tmp_path):
-    agent = agent_for("CartPole-v1")
-    first = evaluate(agent, "CartPole-v1", {}, 3, seed=5)
-    assert np.array_equal(first, evaluate(agent, "CartPole-v1", {}, 3, seed=5))
-    video = record_episode(agent, "CartPole-v1", {}, 5, tmp_path / "eval.gif")
-    assert video is None or video.stat().st_size > 0  # None: no render backend here
-
-
-def test_env_snapshot_only_where_gymnasium_allows():
-    sync = rl_envs.make("CartPole-v1", 2)
-    sync.reset(seed=0)
-    assert rl_envs.snapshot(sync) is not None
-    lander = rl_envs.make("LunarLander-v3", 2)
-    assert rl_envs.snapshot(lander) is None  # EzPickle: pickles constructor args only
-    for envs in (sync, lander):
-        envs.close()
-
-
 # ---- validation --------------------------------------------------------------------------------
 @pytest.mark.parametrize("overrides, key", [
     (["env.id=CartPol-v1"], "env.id"),
@@ -189,6 +171,16 @@ def test_env_snapshot_only_where_gymnasium_allows():
     (["schedule=warmup_cosine"], "schedule.name"),              # and anneal_lr=true
     (["algo=reinforce", "schedule=linear"], "schedule.name"),
     (["+env.kwargs.bogus=1"], "env.kwargs"),
+    (["env.id=CarRacing-v3"], "env.id"),                        # image observations
+    (["env.id=Blackjack-v1"], "env.id"),                        # Tuple observations
+    (["env.wrappers=[{_target_: os.system}]"], "env.wrappers[0]"),  # not a gymnasium wrapper
+    (["env.wrappers=[{_target_: gymnasium.wrappers.ClipReward, bogus: 1}]"],
+     "env.wrappers[0]"),
+    (["env.normalize_obs=1"], "env.normalize_obs"),
+    (["env.clip_reward=0"], "env.clip_reward"),
+    (["algo.target_kl=0"], "algo.target_kl"),
+    (["algo.clip_vloss=yes"], "algo.clip_vloss"),
+    (["pipeline.video=avi"], "pipeline.video"),
 ])
 def test_bad_config_is_refused_before_training(overrides, key):
     with pytest.raises(ConfigError) as error:
@@ -201,6 +193,52 @@ def test_unknown_env_id_says_how_to_list_ids():
         RLPipeline().validate(config("env.id=NoSuchEnv-v0"))
 
 
+def test_unrepresentable_observations_name_what_to_choose():
+    with pytest.raises(ConfigError, match=r"images \(96, 96, 3\).*state-based env"):
+        RLPipeline().validate(config("env.id=CarRacing-v3"))
+    with pytest.raises(ConfigError, match="Tuple.*FlattenObservation"):
+        RLPipeline().validate(config("env.id=Blackjack-v1"))
+    # the named wrapper makes the same env acceptable (Tuple of Discrete -> one-hot vector)
+    flatten = "env.wrappers=[{_target_: gymnasium.wrappers.FlattenObservation}]"
+    RLPipeline().validate(config("env.id=Blackjack-v1", flatten))
+
+
+def test_dict_observations_and_missing_packages_are_config_errors():
+    """An env with Dict observations, and one whose package is not installed (gymnasium's
+    DependencyNotInstalled, as MuJoCo without `mujoco` raises), are refused naming env.id."""
+    import gymnasium as gym
+
+    class DictObs(gym.Env):
+        observation_space = gym.spaces.Dict({"x": gym.spaces.Box(-1, 1, (2,))})
+        action_space = gym.spaces.Discrete(2)
+
+    def needs_package(**kwargs):
+        raise gym.error.DependencyNotInstalled('foo is not installed, run `pip install foo`')
+
+    gym.register("adamlab-test/DictObs-v0", entry_point=DictObs, max_episode_steps=10)
+    gym.register("adamlab-test/NeedsPackage-v0", entry_point=needs_package)
+    try:
+        with pytest.raises(ConfigError, match="Dict.*FlattenObservation") as error:
+            RLPipeline().validate(config("env.id=adamlab-test/DictObs-v0"))
+        assert error.value.key == "env.id"
+        with pytest.raises(ConfigError, match="pip install foo") as error:
+            RLPipeline().validate(config("env.id=adamlab-test/NeedsPackage-v0"))
+        assert error.value.key == "env.id"
+    finally:
+        for env_id in ("adamlab-test/DictObs-v0", "adamlab-test/NeedsPackage-v0"):
+            gym.registry.pop(env_id)
+
+
+def test_env_wrappers_apply_to_every_sub_env():
+    cfg = config("env.wrappers=[{_target_: gymnasium.wrappers.TransformReward, "
+                 "func: {_target_: operator.neg, _partial_: true}}]")
+    envs = rl_envs.make(cfg.env.id, 3, specs=rl_envs.wrapper_specs(cfg.env))
+    envs.reset(seed=0)
+    _, reward, *_ = envs.step(np.zeros(3, dtype=np.int64))
+    assert reward.tolist() == [-1.0, -1.0, -1.0]  # CartPole pays +1, negated by the wrapper
+    envs.close()
+
+
 def test_every_algorithm_validates_on_discrete_and_continuous_actions():
     for algo in ("ppo", "a2c", "reinforce"):
         for env_id in ("CartPole-v1", "Pendulum-v1"):
@@ -210,7 +248,8 @@ def test_every_algorithm_validates_on_discrete_and_continuous_actions():
 
 # ---- through the harness ----------------------------------------------------------------------
 def _last_state(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    """Checkpoints hold tensors and plain values only: they load with weights_only=True."""
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
 
 
 def test_same_seed_same_return_curve(tmp_path):
@@ -245,8 +284,9 @@ def test_resume_continues_exactly(tmp_path, algo, env_id, extra):
     for key, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][key]), key
     history = a["rl"]["history"]
-    assert len(history["update"]) == 4 and history.keys() == b["rl"]["history"].keys()
-    for key in history.keys() - {"sps"}:
+    assert len(history["charts/updates"]) == 4
+    assert history.keys() == b["rl"]["history"].keys()
+    for key in history.keys() - {"charts/SPS"}:
         torch.testing.assert_close(history[key], b["rl"]["history"][key], rtol=0, atol=0,
                                    equal_nan=True)
     assert torch.equal(a["rl"]["collector"]["episodes"], b["rl"]["collector"]["episodes"])
@@ -289,7 +329,7 @@ def test_adamlab_train_rl_end_to_end(tmp_path):
     """The user's command, on a tiny budget: summary.json, CSV metrics, figures."""
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     cmd = [str(Path(sys.executable).parent / "adamlab"), "train", "pipeline=rl", "algo=ppo",
-           "env.id=CartPole-v1", "optim=adam", "optim.eps=1e-5", "logger=csv",
+           "env.id=CartPole-v1", "logger=csv",
            "pipeline.total_timesteps=2560", "pipeline.eval_every=5",
            "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -298,11 +338,20 @@ def test_adamlab_train_rl_end_to_end(tmp_path):
     metrics = summary["metrics"]
     assert summary["pipeline"] == "rl" and "steps_to_threshold" in metrics
     assert 8 <= metrics["eval_return"] <= 500 and metrics["env_steps"] == 2560
-    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"episodic_return", "episodic_length", "sps", "policy_loss", "value_loss",
-            "approx_kl", "clip_fraction", "explained_variance", "entropy",
-            "pg_grad_variance", "pg_grad_cosine", "eval_return",
+    with open(tmp_path / "csv" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    header = set(rows[0])
+    assert {"charts/episodic_return", "charts/episodic_length", "charts/SPS",
+            "charts/learning_rate", "losses/policy_loss", "losses/value_loss", "losses/entropy",
+            "losses/old_approx_kl", "losses/approx_kl", "losses/clipfrac",
+            "losses/explained_variance", "diagnostics/pg_grad_variance",
+            "diagnostics/pg_grad_cosine", "eval/episodic_return", "global_step",
             # optimizer telemetry, although each PPO batch takes many optimizer steps
-            "optim/g0/effective_step_p50", "optim/g0/clip_fraction"} <= set(header)
+            "optim/g0/effective_step_p50", "optim/g0/clip_fraction"} <= header
+    # one learning-rate entry, and every row (telemetry too) filed under the env steps
+    # before its update (256 per update)
+    assert not [key for key in header if key.startswith("lr-") or key == "lr"]
+    assert {int(r["step"]) for r in rows} == set(range(0, 2560, 256))
+    assert all(float(r["global_step"]) == int(r["step"]) for r in rows if r["global_step"])
     for name in ("returns.png", "pg_grad_variance.png"):
         assert (tmp_path / name).stat().st_size > 1000

@@ -2,8 +2,8 @@
 
 Per update: a short rollout of ``n_steps`` x num_envs transitions, n-step returns
 (``gae_lambda=1``) or GAE, and a single gradient step on the whole batch of the policy
-loss, the value loss and the entropy bonus. Defaults are stable-baselines3's A2C (its
-RMSprop lr is 7e-4: ``optim=rmsprop optim.lr=7e-4 optim.eps=1e-5`` reproduces it).
+loss, the value loss and the entropy bonus. Defaults are stable-baselines3's A2C;
+``algo=a2c_sb3`` adds its optimizer too (RMSprop, lr 7e-4, alpha 0.99, eps 1e-5).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def prepare(agent: Agent, rollout: Rollout, hp: A2CConfig) -> Batch:
 
 
 def update(agent: Agent, batch: Batch, hp: A2CConfig, step: Callable[[torch.Tensor], None],
-           progress: float, generator: torch.Generator) -> dict[str, float]:
+           progress: float, generator: torch.Generator, all_mean=None) -> dict[str, float]:
     logprob, entropy, value = agent.evaluate(batch.obs, batch.actions)
 
     advantages = batch.advantages
@@ -53,6 +53,6 @@ def update(agent: Agent, batch: Batch, hp: A2CConfig, step: Callable[[torch.Tens
     entropy = entropy.mean()
     step(policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy)
 
-    return {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(),
-            "entropy": entropy.item(),
-            "explained_variance": explained_variance(batch.values, batch.returns)}
+    return {"losses/policy_loss": policy_loss.item(), "losses/value_loss": value_loss.item(),
+            "losses/entropy": entropy.item(),
+            "losses/explained_variance": explained_variance(batch.values, batch.returns)}

@@ -8,7 +8,9 @@ Batch`` and ``update(agent, batch, hp, step, progress, generator) -> metrics``.
 threshold (stable-baselines3's 0.5 for PPO and A2C; null, no clipping, for REINFORCE, whose
 Monte Carlo value loss would otherwise swamp the policy gradient under a global-norm clip).
 ``configs/pipeline/rl.yaml`` interpolates it into ``clip.max_norm``: gradients are clipped by
-the optimizer chain, never here.
+the optimizer chain, never here. Presets of an algorithm (``algo=ppo_continuous``,
+``algo=a2c_sb3``, ...) are config files that set its keys, and may set env, pipeline and
+optim keys as well.
 """
 
 from __future__ import annotations
@@ -56,7 +58,11 @@ def resolve(algo_cfg) -> tuple[ModuleType, object]:
 
 
 def _check(key: str, value, default) -> None:
-    if isinstance(default, bool):
+    if key == "target_kl":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or value <= 0):
+            raise ConfigError("algo.target_kl", value, "null (no early stop) or a number > 0")
+    elif isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"algo.{key}", value, "true or false")
     elif key == "hidden":

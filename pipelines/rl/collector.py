@@ -2,8 +2,8 @@
 
 The collector owns everything a resumed run needs besides the weights and the optimizer:
 the env-step counter, the last observation, the returns of episodes in flight, the finished
-episodes, when the return threshold was first reached, and (where gymnasium allows) the
-envs themselves.
+episodes, when the return threshold was first reached, the normalisation statistics, and
+(where their state is plain data) the envs themselves.
 """
 
 from __future__ import annotations
@@ -15,20 +15,29 @@ import torch
 from data.rollouts import Rollout
 from pipelines.rl import envs as rl_envs
 from pipelines.rl.agent import Agent
+from pipelines.rl.normalize import Normalizer
 
 
 class Collector:
     """Steps a SAME_STEP-autoreset vector env (see ``pipelines.rl.envs``) with an agent.
 
-    ``threshold``: ``steps_to_threshold`` is the env-step count at which the mean return of
-    the last ``window`` finished episodes first reaches it (None: never, or no threshold).
+    ``normalizer``: observation/reward normalisation (``pipelines.rl.normalize``); the agent
+    sees normalised observations and learns from normalised rewards, while episode returns
+    are recorded raw. ``threshold``: ``steps_to_threshold`` is the env-step count at which the
+    mean return of the last ``window`` finished episodes first reaches it (None: never, or no
+    threshold). ``step_scale``: env steps one step of each env counts for (the number of DDP
+    ranks, each stepping envs of its own: the counters are global).
     """
 
     def __init__(self, envs: gym.vector.VectorEnv, gamma: float, seed: int,
-                 threshold: float | None = None, window: int = 20) -> None:
+                 threshold: float | None = None, window: int = 20,
+                 normalizer: Normalizer | None = None, step_scale: int = 1) -> None:
         self.envs, self.gamma, self.seed = envs, gamma, seed
-        self.threshold, self.window = threshold, window
+        self.threshold, self.window, self.step_scale = threshold, window, step_scale
         self.num_envs = envs.num_envs
+        self.normalizer = normalizer or Normalizer(envs.single_observation_space.shape,
+                                                   self.num_envs, gamma, obs=False,
+                                                   reward=False)
         space = envs.single_action_space
         self.bounds = (space.low, space.high) if isinstance(space, gym.spaces.Box) else None
         self.env_steps = 0
@@ -39,6 +48,8 @@ class Collector:
     def reset(self, seed: int | None = None) -> None:
         """Start fresh episodes in every env (episodes in flight are dropped)."""
         self.obs, _ = self.envs.reset(seed=seed)
+        self.normalizer.update_obs(self.obs)
+        self.normalizer.returns[:] = 0.0
         self.running_return = np.zeros(self.num_envs)
         self.running_length = np.zeros(self.num_envs, dtype=np.int64)
 
@@ -59,7 +70,7 @@ class Collector:
         last_done = np.full(self.num_envs, -1)
         t = 0
         while (t < n_steps) if n_steps is not None else (last_done < 0).any():
-            obs = torch.as_tensor(self.obs, dtype=torch.float32, device=device)
+            obs = self._tensor(self.normalizer.obs(self.obs), device)
             action, logprob, value = agent.act(obs, generator)
             reward, done = self._step(agent, action.cpu().numpy(), device)
             done_t = torch.as_tensor(done, dtype=torch.float32, device=device)
@@ -73,25 +84,31 @@ class Collector:
         if n_steps is None:
             steps = torch.arange(t, device=device)[:, None]
             valid = (steps <= torch.as_tensor(last_done, device=device)).float()
-        obs = torch.as_tensor(self.obs, dtype=torch.float32, device=device)
         with torch.no_grad():
-            last_value = agent.value(obs)
+            last_value = agent.value(self._tensor(self.normalizer.obs(self.obs), device))
         return Rollout(**rollout, valid=valid, last_value=last_value)
 
     def _step(self, agent: Agent, action: np.ndarray, device) -> tuple[torch.Tensor, np.ndarray]:
-        """One vector step: the learning reward (truncations bootstrapped) and done flags."""
+        """One vector step: the learning reward (normalised if asked, truncations bootstrapped
+        with V of the normalised final observation) and the done flags."""
         env_action = np.clip(action, *self.bounds) if self.bounds is not None else action
         self.obs, reward, terminated, truncated, infos = self.envs.step(env_action)
-        self.env_steps += self.num_envs
-        self._count(reward, terminated | truncated)
-        learn_reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
+        done = terminated | truncated
+        self.env_steps += self.num_envs * self.step_scale
+        self._count(reward, done)
+        self.normalizer.update_obs(self.obs)
+        learn_reward = self._tensor(self.normalizer.reward(reward, done), device)
         cut = truncated & ~terminated
         if cut.any():
-            final = torch.as_tensor(rl_envs.final_observations(infos, cut), dtype=torch.float32,
-                                    device=device)
+            final = self.normalizer.obs(rl_envs.final_observations(infos, cut))
             with torch.no_grad():
-                learn_reward[torch.as_tensor(cut, device=device)] += self.gamma * agent.value(final)
-        return learn_reward, terminated | truncated
+                learn_reward[torch.as_tensor(cut, device=device)] += (
+                    self.gamma * agent.value(self._tensor(final, device)))
+        return learn_reward, done
+
+    @staticmethod
+    def _tensor(array: np.ndarray, device) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=torch.float32, device=device)
 
     def _count(self, reward: np.ndarray, done: np.ndarray) -> None:
         self.running_return += reward
@@ -112,24 +129,31 @@ class Collector:
         return float(np.mean([ret for _, ret, _ in self.episodes[-self.window:]]))
 
     def state_dict(self) -> dict:
+        """Tensors and plain values only (``torch.load(weights_only=True)`` reads them)."""
         return {"env_steps": self.env_steps, "obs": torch.as_tensor(self.obs),
                 "running_return": torch.as_tensor(self.running_return),
                 "running_length": torch.as_tensor(self.running_length),
                 "episodes": torch.tensor(self.episodes, dtype=torch.float64).reshape(-1, 3),
                 "steps_to_threshold": self.steps_to_threshold,
+                "normalizer": self.normalizer.state_dict(),
                 "envs": rl_envs.snapshot(self.envs)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore counters and episodes; the envs exactly where a snapshot exists, otherwise
-        fresh episodes seeded from the step count (the episodes in flight are lost)."""
+        """Restore counters, episodes and normalisation statistics; the envs exactly where
+        their state was captured, otherwise fresh episodes seeded from the step count (the
+        episodes in flight are lost)."""
         self.env_steps = state["env_steps"]
         self.episodes = [(int(step), ret, int(length))
                          for step, ret, length in state["episodes"].tolist()]
         self.steps_to_threshold = state["steps_to_threshold"]
+        self.normalizer.load_state_dict(state["normalizer"])
+        if not isinstance(state["envs"], (list, type(None))):
+            raise ValueError(f"its env state is a {type(state['envs']).__name__}, not plain data "
+                             "(a pickle?); it is never unpickled")
         if state["envs"] is None:
             self.reset(self.seed + self.env_steps)
             return
-        self.envs = rl_envs.restore(self.envs, state["envs"])
+        rl_envs.restore(self.envs, state["envs"])
         self.obs = state["obs"].numpy().copy()
         self.running_return = state["running_return"].numpy().copy()
         self.running_length = state["running_length"].numpy().copy()

@@ -1,59 +1,78 @@
-"""Deterministic evaluation (greedy / mean action) and an optional video of one episode."""
+"""Evaluation episodes (greedy or sampled) and a video of one, for a ``Policy``.
+
+Observations are normalised with the policy's training statistics, frozen: evaluation never
+updates them. Episode returns are the env's own (raw) rewards.
+"""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from pipelines.rl import envs as rl_envs
-from pipelines.rl.agent import Agent
+from pipelines.rl.policy import Policy
+
+VIDEO_FORMATS = ("gif", "mp4")
 
 
-def _env_action(agent: Agent, obs: np.ndarray, space: gym.Space) -> np.ndarray:
-    device = next(agent.parameters()).device
-    action = agent.greedy(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-    return np.clip(action, space.low, space.high) if agent.continuous else action
-
-
-def evaluate(agent: Agent, env_id: str, env_kwargs: dict, episodes: int, seed: int) -> np.ndarray:
-    """Returns of ``episodes`` greedy episodes, one per env of a vector env seeded with
-    ``seed`` (fixed seeds: successive evaluations differ only by the policy)."""
-    envs = rl_envs.make(env_id, episodes, "sync", env_kwargs)
-    obs, _ = envs.reset(seed=seed)
-    returns = np.zeros(episodes)
-    running = np.ones(episodes, dtype=bool)
-    while running.any():
-        obs, reward, terminated, truncated, _ = envs.step(
-            _env_action(agent, obs, envs.single_action_space))
-        returns += reward * running
-        running &= ~(terminated | truncated)
-    envs.close()
+def evaluate(policy: Policy, episodes: int, seed: int, deterministic: bool = True) -> np.ndarray:
+    """Returns of ``episodes`` episodes, one per env of a vector env seeded with ``seed``
+    (fixed seeds: successive evaluations differ only by the policy). Sampled actions
+    (``deterministic=False``) come from a generator seeded with ``seed`` too."""
+    env = policy.env
+    envs = rl_envs.make(env.id, episodes, "sync", env.kwargs, env.wrappers)
+    generator = torch.Generator(device=next(policy.agent.parameters()).device).manual_seed(seed)
+    try:
+        obs, _ = envs.reset(seed=seed)
+        returns = np.zeros(episodes)
+        running = np.ones(episodes, dtype=bool)
+        while running.any():
+            obs, reward, terminated, truncated, _ = envs.step(
+                policy.act(obs, deterministic, generator))
+            returns += reward * running
+            running &= ~(terminated | truncated)
+    finally:
+        envs.close()
     return returns
 
 
-def record_episode(agent: Agent, env_id: str, env_kwargs: dict, seed: int,
-                   path: Path) -> Path | None:
-    """One greedy episode as an animated GIF (Pillow, which matplotlib already requires).
-    Returns None with a warning when the env cannot render rgb_array frames."""
+def record_episode(policy: Policy, seed: int, path: Path, deterministic: bool = True) -> Path:
+    """One episode as a video, GIF (Pillow) or MP4 (imageio-ffmpeg) by ``path``'s suffix.
+    Any failure to render or encode raises: a video that was asked for is never skipped."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".")
+    if fmt not in VIDEO_FORMATS:
+        raise ValueError(f"video format {fmt!r}: expected one of {', '.join(VIDEO_FORMATS)}")
+    env = policy.make_env(render_mode="rgb_array")
+    generator = torch.Generator(device=next(policy.agent.parameters()).device).manual_seed(seed)
     try:
-        env = gym.make(env_id, render_mode="rgb_array", **env_kwargs)
         obs, _ = env.reset(seed=seed)
-        frames, done = [env.render()], False
+        frames, done = [_frame(env)], False
         while not done:
-            action = _env_action(agent, obs[None], env.action_space)[0]
+            action = policy.act(obs[None], deterministic, generator)[0]
             obs, _, terminated, truncated, _ = env.step(action)
-            frames.append(env.render())
+            frames.append(_frame(env))
             done = terminated or truncated
+        fps = env.metadata.get("render_fps") or 30
+    finally:
         env.close()
+    if fmt == "gif":
         from PIL import Image
-    except Exception as error:  # rendering backends (pygame, ...) are optional
-        warnings.warn(f"no evaluation video for {env_id}: {error}", stacklevel=2)
-        return None
-    images = [Image.fromarray(frame) for frame in frames]
-    fps = env.metadata.get("render_fps") or 30
-    images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // fps, loop=0)
+
+        images = [Image.fromarray(frame) for frame in frames]
+        images[0].save(path, save_all=True, append_images=images[1:],
+                       duration=round(1000 / fps), loop=0)
+    else:
+        import imageio.v2 as imageio
+
+        imageio.mimwrite(path, frames, fps=fps, macro_block_size=1)
     return path
+
+
+def _frame(env) -> np.ndarray:
+    frame = env.render()
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3:
+        raise RuntimeError(f"{env.spec.id} rendered {type(frame).__name__}, not an RGB frame")
+    return frame

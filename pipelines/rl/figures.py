@@ -22,7 +22,7 @@ def return_curve(episodes: list, history: History, threshold: float | None, wind
         if len(returns) >= window:
             running = np.convolve(returns, np.ones(window) / window, mode="valid")
             ax.plot(steps[window - 1:], running, color="C0", label=f"mean of last {window}")
-    steps, evals = history.series("eval_return")
+    steps, evals = history.series("eval/episodic_return")
     if len(evals):
         ax.plot(steps, evals, "o-", color="C1", ms=3, label="greedy evaluation")
     if threshold is not None:
@@ -38,14 +38,14 @@ def return_curve(episodes: list, history: History, threshold: float | None, wind
 def gradient_variance(history: History, title: str, path: Path) -> Path:
     fig = Figure(figsize=(6, 5))
     top, bottom = fig.subplots(2, 1, sharex=True)
-    steps, variance = history.series("pg_grad_variance")
+    steps, variance = history.series("diagnostics/pg_grad_variance")
     if len(steps):
         top.semilogy(steps, variance, label="variance across minibatches")
-        top.semilogy(steps, history.series("pg_grad_norm")[1] ** 2,
+        top.semilogy(steps, history.series("diagnostics/pg_grad_norm")[1] ** 2,
                      label="squared norm (full batch)")
-        bottom.plot(steps, history.series("pg_grad_cosine")[1], color="C2")
+        bottom.plot(steps, history.series("diagnostics/pg_grad_cosine")[1], color="C2")
+        top.legend(fontsize=8)
     top.set(ylabel="policy gradient", title=title)
-    top.legend(fontsize=8)
     bottom.set(xlabel="env steps", ylabel="cosine to full batch", ylim=(-1, 1))
     bottom.xaxis.set_major_formatter(EngFormatter())
     fig.tight_layout()

@@ -23,7 +23,7 @@ class History:
                 float(row.get(key, math.nan)))
         self.length += 1
 
-    def series(self, key: str, x: str = "env_steps") -> tuple[np.ndarray, np.ndarray]:
+    def series(self, key: str, x: str = "global_step") -> tuple[np.ndarray, np.ndarray]:
         """(x, key) at the updates that logged ``key``."""
         if key not in self.columns:
             return np.array([]), np.array([])

@@ -4,6 +4,12 @@ Per update: a rollout of ``n_steps`` x num_envs transitions, GAE advantages, the
 ``update_epochs`` passes over shuffled minibatches of the clipped policy loss, the value
 loss and the entropy bonus. The learning rate (via ``optim.schedules.linear``) and the clip
 range anneal linearly to zero when asked. Defaults are rl-baselines3-zoo's CartPole-v1.
+
+The value loss is ``mean((V - R)^2)`` (stable-baselines3's); ``clip_vloss`` takes the larger
+of that and the loss of ``V_old + clip(V - V_old, -clip, clip)`` (CleanRL's default).
+CleanRL writes its value loss as ``0.5 * mean(...)``: its ``vf_coef=0.5`` is ``0.25`` here.
+``target_kl``: after each epoch, stop the update when the last minibatch's approximate KL
+exceeds it (CleanRL's rule). Logged losses are means over the minibatches run.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ class PPOConfig:
     norm_adv: bool = True         # per minibatch
     ent_coef: float = 0.0
     vf_coef: float = 0.5
+    clip_vloss: bool = False      # clip V around the rollout's values (CleanRL), not SB3's
+    target_kl: float | None = None  # early stop of the epochs (None: never)
     hidden: tuple[int, ...] = (64, 64)
 
 
@@ -45,13 +53,16 @@ def prepare(agent: Agent, rollout: Rollout, hp: PPOConfig) -> Batch:
 
 
 def update(agent: Agent, batch: Batch, hp: PPOConfig, step: Callable[[torch.Tensor], None],
-           progress: float, generator: torch.Generator) -> dict[str, float]:
-    """``progress``: fraction of the run done before this update (for the clip annealing)."""
+           progress: float, generator: torch.Generator,
+           all_mean: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
+    """``progress``: fraction of the run done before this update (for the clip annealing);
+    ``all_mean``: the mean over DDP ranks, so that every rank stops at the same epoch."""
     clip = hp.clip_coef * (1.0 - progress) if hp.anneal_clip else hp.clip_coef
-    totals = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0,
-              "clip_fraction": 0.0}
-    n_minibatches = 0
-    for _ in range(hp.update_epochs):
+    names = ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac")
+    totals = dict.fromkeys(names, 0.0)
+    n_minibatches = epochs = 0
+    while epochs < hp.update_epochs:
+        epochs += 1
         order = torch.randperm(len(batch), generator=generator, device=generator.device)
         for start in range(0, len(batch), hp.minibatch_size):
             mb = batch[order[start:start + hp.minibatch_size]]
@@ -66,17 +77,25 @@ def update(agent: Agent, batch: Batch, hp: PPOConfig, step: Callable[[torch.Tens
             policy_loss = -torch.min(advantages * ratio,
                                      advantages * ratio.clamp(1 - clip, 1 + clip)).mean()
             value_loss = F.mse_loss(value, mb.returns)
+            if hp.clip_vloss:
+                clipped = mb.values + (value - mb.values).clamp(-clip, clip)
+                value_loss = torch.max((value - mb.returns) ** 2,
+                                       (clipped - mb.returns) ** 2).mean()
             entropy = entropy.mean()
             step(policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy)
 
             with torch.no_grad():  # http://joschu.net/blog/kl-approx.html
+                old_approx_kl = (-log_ratio).mean()
                 approx_kl = ((ratio - 1) - log_ratio).mean()
-                clip_fraction = ((ratio - 1).abs() > clip).float().mean()
-            for key, item in zip(totals, (policy_loss, value_loss, entropy, approx_kl,
-                                          clip_fraction), strict=True):
+                clipfrac = ((ratio - 1).abs() > clip).float().mean()
+            for key, item in zip(names, (policy_loss, value_loss, entropy, old_approx_kl,
+                                         approx_kl, clipfrac), strict=True):
                 totals[key] += item.detach()
             n_minibatches += 1
-    metrics = {key: float(total) / n_minibatches for key, total in totals.items()}
-    metrics["clip_coef"] = clip
-    metrics["explained_variance"] = explained_variance(batch.values, batch.returns)
+        if hp.target_kl is not None and float(all_mean(approx_kl)) > hp.target_kl:
+            break
+    metrics = {f"losses/{key}": float(total) / n_minibatches for key, total in totals.items()}
+    metrics["losses/explained_variance"] = explained_variance(batch.values, batch.returns)
+    metrics["charts/clip_coef"] = clip
+    metrics["charts/update_epochs"] = epochs  # fewer than update_epochs: target_kl stopped it
     return metrics

@@ -43,7 +43,7 @@ def prepare(agent: Agent, rollout: Rollout, hp: ReinforceConfig) -> Batch:
 
 def update(agent: Agent, batch: Batch, hp: ReinforceConfig,
            step: Callable[[torch.Tensor], None], progress: float,
-           generator: torch.Generator) -> dict[str, float]:
+           generator: torch.Generator, all_mean=None) -> dict[str, float]:
     logprob, entropy, value = agent.evaluate(batch.obs, batch.actions)
 
     advantages = batch.advantages
@@ -51,12 +51,13 @@ def update(agent: Agent, batch: Batch, hp: ReinforceConfig,
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
     policy_loss = -(advantages * logprob).mean()
-    metrics = {"policy_loss": policy_loss.item(), "entropy": entropy.mean().item()}
+    metrics = {"losses/policy_loss": policy_loss.item(),
+               "losses/entropy": entropy.mean().item()}
     if hp.baseline:
         value_loss = F.mse_loss(value, batch.returns)
         step(policy_loss + hp.vf_coef * value_loss)
-        metrics["value_loss"] = value_loss.item()
-        metrics["explained_variance"] = explained_variance(batch.values, batch.returns)
+        metrics["losses/value_loss"] = value_loss.item()
+        metrics["losses/explained_variance"] = explained_variance(batch.values, batch.returns)
     else:
         step(policy_loss)
     return metrics
