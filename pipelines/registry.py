@@ -8,6 +8,11 @@ loggers, callbacks, checkpoints, resume, run dir, summary.json):
     summary(trainer, module, datamodule) -> dict   final metrics for summary.json
     figures(trainer, module, datamodule, out_dir) -> list[Path]   png files written
 
+and optionally a fifth, for ``adamlab eval RUN_DIR_OR_CKPT [key=value ...]``:
+
+    evaluate(cfg, checkpoint, run_dir, options) -> dict   score a trained checkpoint
+        (cfg: the run's config.yaml; options: the key=value pairs; ConfigError for bad ones)
+
 The LightningModule builds its optimizer with
 ``pipelines.harness.optimizers.configure_optimizers(self, cfg, total_steps)``.
 Pipelines register by name here, imported lazily so `adamlab train pipeline=gnn` never
@@ -36,6 +41,8 @@ class Pipeline(Protocol):
     def summary(self, trainer, module, datamodule) -> dict: ...
 
     def figures(self, trainer, module, datamodule, out_dir) -> list: ...
+
+    # optional: def evaluate(self, cfg, checkpoint, run_dir, options) -> dict: ...
 
 
 def get(name: str) -> Pipeline:
