@@ -1,25 +1,31 @@
-"""The `adamlab` console script: `adamlab train ...` and `adamlab study ...`.
+"""The `adamlab` console script: `adamlab train ...`, `adamlab study ...`, `adamlab eval ...`.
 
-Both subcommands are Hydra apps, so every override, `-m`, `hydra.run.dir=...` and
-`--help` work as Hydra users expect.
+train and study are Hydra apps, so every override, `-m`, `hydra.run.dir=...` and
+`--help` work as Hydra users expect; eval scores a trained run (`pipelines.evaluate`).
 """
 
 from __future__ import annotations
 
 import sys
 
-USAGE = """usage: adamlab {train,study} [overrides ...]
+USAGE = """usage: adamlab {train,study,eval} [overrides ...]
 
   adamlab train pipeline=gnn data=cora model=gcn optim=adamw optim.lr=0.01 seed=0
   adamlab train -m pipeline=gnn optim=adam,adamw,amsgrad seed=0,1,2
   adamlab train --help          config groups and their choices
   adamlab study --list          the studies
   adamlab study clip            run one
+  adamlab eval RUN_DIR_OR_CKPT [episodes=N deterministic=false video=mp4 ...]
 """
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "eval":
+        from pipelines import evaluate
+
+        evaluate.main(argv[1:])
+        return
     if not argv or argv[0] not in ("train", "study"):
         print(USAGE, file=sys.stderr)
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
