@@ -6,6 +6,14 @@ set -euo pipefail
 running() { pgrep -x -r R,S,D "$1" >/dev/null; }  # zombies do not count
 BASE=${SLURM_LOCAL_DIR:-/tmp/adamlab-slurm}
 HOST=$(hostname -s)
+CONF=/etc/slurm/slurm.conf
+MARK="# written by adamlab scripts/slurm_up.sh"  # slurm_down.sh touches only this cluster
+
+if [ -s "$CONF" ] && ! grep -qxF "$MARK" "$CONF"; then
+  echo "slurm: $CONF exists and was not written by this script: refusing to replace" \
+       "another cluster's config (remove it yourself if it is a leftover)" >&2
+  exit 1
+fi
 
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
@@ -28,14 +36,19 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge 2>/dev/null || true
 chmod 400 /etc/munge/munge.key
-[ -S /run/munge/munge.socket.2 ] && running munged || runuser -u munge -- munged --force
+if ! { [ -S /run/munge/munge.socket.2 ] && running munged; }; then
+  runuser -u munge -- munged --force
+  for _ in $(seq 50); do pgrep -x munged >/dev/null && break; sleep 0.1; done
+  pgrep -x munged | head -1 > "$BASE/run/munged.pid"  # ours: slurm_down.sh may stop it
+fi
 for _ in $(seq 50); do [ -S /run/munge/munge.socket.2 ] && break; sleep 0.1; done
 munge -n >/dev/null || { echo "slurm: munged did not start" >&2; exit 1; }
 
 CPUS=$(nproc)
 MEM=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 512 ))
-cat > /etc/slurm/slurm.conf <<CONF
-ClusterName=adamlab
+cat > "$CONF" <<CONF
+$MARK
+ClusterName=adamlab-local
 SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root

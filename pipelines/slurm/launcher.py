@@ -16,16 +16,19 @@ from pipelines.harness.errors import ConfigError
 SLURM_LAUNCHER = "SlurmLauncher"
 
 
-def resources_to_trainer(nodes: int, tasks_per_node: int, gpus_per_node: int | None) -> dict:
-    """Trainer keys for a job of ``nodes`` x ``tasks_per_node`` tasks and the given GPUs."""
+def resources_to_trainer(nodes: int, tasks_per_node: int, gpus_per_node: int | None,
+                         option=lambda key: f"hydra.launcher.{key}") -> dict:
+    """Trainer keys for a job of ``nodes`` x ``tasks_per_node`` tasks and the given GPUs;
+    errors name the resource as ``option(key)`` spells it."""
     for key, value, low in (("nodes", nodes, 1), ("tasks_per_node", tasks_per_node, 1),
                             ("gpus_per_node", gpus_per_node or 0, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"hydra.launcher.{key}", value, f"an integer >= {low}")
+            raise ConfigError(option(key), value, f"an integer >= {low}")
     if gpus_per_node:
         if tasks_per_node != gpus_per_node:
-            raise ConfigError("hydra.launcher.tasks_per_node", tasks_per_node,
-                              f"gpus_per_node={gpus_per_node}: Lightning runs one process per GPU")
+            raise ConfigError(option("tasks_per_node"), tasks_per_node,
+                              f"{gpus_per_node} (= {option('gpus_per_node')}): Lightning runs "
+                              "one process per GPU")
         world = gpus_per_node * nodes
         return {"accelerator": "gpu", "devices": gpus_per_node, "num_nodes": nodes,
                 "strategy": "ddp" if world > 1 else "auto"}
