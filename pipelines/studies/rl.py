@@ -25,7 +25,7 @@ METRICS = ["steps_to_threshold", "reached", "final_return", "eval_return",
            "pg_grad_variance_mean"]
 
 
-def series(rows: list[dict], key: str, x: str = "env_steps") -> tuple[np.ndarray, np.ndarray]:
+def series(rows: list[dict], key: str, x: str = "global_step") -> tuple[np.ndarray, np.ndarray]:
     pts = [(float(r[x]), float(r[key])) for r in rows
            if r.get(key, "") != "" and r.get(x, "") != ""]
     pts = [p for p in pts if math.isfinite(p[1])]
@@ -60,9 +60,9 @@ def run(p, out_dir) -> Outcome:
              for key in keys]
     for (env, algo, opt, seed), (m, csv_rows) in zip(keys, train_all(cells, p.workers)):
         reached = m.get("steps_to_threshold")
-        variance = series(csv_rows, "pg_grad_variance")
+        variance = series(csv_rows, "diagnostics/pg_grad_variance")
         var = variance[1]
-        curves[(env, algo, opt, seed)] = (series(csv_rows, "episodic_return"), variance)
+        curves[(env, algo, opt, seed)] = (series(csv_rows, "charts/episodic_return"), variance)
         rows.append({"env": env, "algorithm": algo, "optimizer": opt, "seed": seed,
                      "steps_to_threshold": (reached if reached is not None
                                             else p.total_timesteps),
