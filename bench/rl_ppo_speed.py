@@ -113,8 +113,10 @@ def pipeline_ppo(seed: int, total: int, out: Path, diagnostics: bool) -> dict:
     run_dir = out / f"seed{seed}_{'diag' if diagnostics else 'bare'}"
     metrics = run(cfg, run_dir)
     wall = time.perf_counter() - started
-    history = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["rl"]["history"]
-    steps, sps = history["env_steps"].numpy(), history["sps"].numpy()
+    history = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["rl"]["history"]
+    # rows are filed under the env steps before their update; its SPS counts the update too
+    steps = history["global_step"].numpy() + N_ENVS * N_STEPS
+    sps = history["charts/SPS"].numpy()
     train_s = steps[-1] / sps[-1]
     reached = metrics["steps_to_threshold"]
     reached_s = None
