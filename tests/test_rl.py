@@ -355,3 +355,23 @@ def test_adamlab_train_rl_end_to_end(tmp_path):
     assert all(float(r["global_step"]) == int(r["step"]) for r in rows if r["global_step"])
     for name in ("returns.png", "pg_grad_variance.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_wandb_plots_rl_metrics_against_env_steps(tmp_path, monkeypatch):
+    """The offline W&B run defines global_step as the x axis of charts/, losses/, eval/,
+    diagnostics/ and optimizer metrics, and every RL row carries it (= the CSV's step)."""
+    from wandb_records import history, records
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = config("pipeline.total_timesteps=768", "pipeline.eval_every=0",
+                 "logger=default", "logger.wandb.name=axis")
+    run(cfg, tmp_path)
+    (wandb_run,) = (tmp_path / "wandb").glob("offline-run-*")
+    (log,) = wandb_run.glob("run-*.wandb")
+    metrics = {(r.metric.glob_name or r.metric.name): r.metric.step_metric
+               for r in records(log) if r.WhichOneof("record_type") == "metric"}
+    for prefix in ("charts", "losses", "eval", "diagnostics", "optim"):
+        assert metrics[f"{prefix}/*"] == "global_step"
+    rows = [r for r in history(wandb_run) if "charts/SPS" in r]
+    assert [r["global_step"] for r in rows] == [0, 256, 512]
+    assert [r["trainer/global_step"] for r in rows] == [0, 256, 512]

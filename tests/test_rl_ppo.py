@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from test_rl import agent_for, config
+from test_rl import _last_state, agent_for, config
 
 import optim
 from data.rollouts import Batch
@@ -23,6 +23,7 @@ from pipelines.harness.validation import validate_common
 from pipelines.rl import ppo
 from pipelines.rl.module import RLModule
 from pipelines.rl.pipeline import RLPipeline
+from pipelines.train import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -186,4 +187,13 @@ def test_ppo_continuous_preset_is_cleanrls():
     for env_id in ("HalfCheetah-v4", "Hopper-v4", "LunarLanderContinuous-v3",
                    "BipedalWalker-v3"):
         RLPipeline().validate(config("algo=ppo_continuous", f"env.id={env_id}"))
-    RLModule(config("algo=ppo_continuous", "env.id=BipedalWalker-v3"))
+
+
+
+def test_box2d_continuous_envs_train_through_the_same_path(tmp_path):
+    metrics = run(config("algo=ppo_continuous", "env.id=LunarLanderContinuous-v3",
+                         "algo.n_steps=256", "algo.update_epochs=1",
+                         "pipeline.total_timesteps=512", "pipeline.eval_every=0",
+                         "pipeline.eval_episodes=1", "pipeline.pg_grad_every=0"), tmp_path)
+    assert metrics["env_steps"] == 512 and metrics["updates"] == 2
+    assert _last_state(tmp_path)["rl"]["collector"]["envs"] is None  # Box2D: restarts

@@ -146,7 +146,7 @@ class RLModule(L.LightningModule):
                 continue
             try:
                 define("global_step")
-                for prefix in (*METRIC_PREFIXES, "optim*"):
+                for prefix in (*METRIC_PREFIXES, "optim"):
                     define(f"{prefix}/*", step_metric="global_step")
             except Exception as error:  # noqa: BLE001 - logging must never kill training
                 self.print(f"W&B define_metric failed ({error!r}); its x axis stays the step")
