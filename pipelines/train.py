@@ -23,13 +23,12 @@ from lightning.pytorch.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
     TQDMProgressBar,
-    WeightAveraging,
 )
 from omegaconf import OmegaConf
 
 from pipelines import registry
 from pipelines.harness import checkpoints, slurm
-from pipelines.harness.callbacks import OptimizerTelemetry, StepSeeds, warmup_ema_avg_fn
+from pipelines.harness.callbacks import OptimizerTelemetry, StepSeeds, WarmupEMA
 from pipelines.harness.checkpoint_io import AtomicCheckpointIO
 from pipelines.harness.errors import FileError, UserError
 from pipelines.harness.loggers import (
@@ -133,7 +132,7 @@ def _callbacks(cfg, run_dir: Path, monitor, mode, header: dict, lr_monitor: bool
     if cfg.trainer.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.trainer.log_every_n_steps)))
     if cfg.ema_decay:
-        callbacks.append(WeightAveraging(avg_fn=warmup_ema_avg_fn(cfg.ema_decay)))
+        callbacks.append(WarmupEMA(cfg.ema_decay))
     return callbacks
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import random
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 
 import optim
 
@@ -24,6 +26,28 @@ def warmup_ema_avg_fn(decay: float):
         return average + (1.0 - rate) * (current - average)
 
     return update
+
+
+class WarmupEMA(WeightAveraging):
+    """The run's ``ema_decay``: Lightning's weight averaging with :func:`warmup_ema_avg_fn`.
+
+    When training ends Lightning copies the average into the module (what is evaluated and
+    handed on); the checkpoint written after that still records the raw weights as the ones
+    to continue training from, so extending a finished run resumes exactly."""
+
+    def __init__(self, decay: float):
+        super().__init__(avg_fn=warmup_ema_avg_fn(decay))
+        self._raw_at_end = None
+
+    def on_train_end(self, trainer, pl_module):
+        self._raw_at_end = {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v)
+                            for k, v in pl_module.state_dict().items()}
+        super().on_train_end(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self._raw_at_end is not None and "current_model_state" in checkpoint:
+            checkpoint["current_model_state"] = self._raw_at_end
 
 
 class OptimizerTelemetry(L.Callback):
