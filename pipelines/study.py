@@ -16,7 +16,9 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
+from pipelines.harness.errors import UserError
 from pipelines.studies import STUDIES
 
 CONFIGS = str(Path(__file__).resolve().parent.parent / "configs")
@@ -24,10 +26,19 @@ CONFIGS = str(Path(__file__).resolve().parent.parent / "configs")
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="study")
 def app(cfg) -> dict:
-    from pipelines.studies import runner
+    """A user's mistake (a config value, a data file) is one line on stderr and a non-zero
+    status, before any work; a bug keeps its traceback; in a sweep the launcher reports it."""
+    from pipelines.studies.engine import runner
 
     hydra_cfg = HydraConfig.get()
-    return runner.run(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
+    try:
+        return runner.run(cfg, Path(hydra_cfg.runtime.output_dir),
+                          list(hydra_cfg.overrides.task))
+    except UserError as error:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
+        print(f"adamlab study: error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(error.exit_code) from None
 
 
 def listing() -> str:

@@ -41,9 +41,8 @@ def test_domain_studies_are_registered():
 def test_domain_study_end_to_end(name, tmp_path):
     out = tmp_path / "run"
     study.main([name, f"hydra.run.dir={out}", *TINY_DOMAINS[name]])
-    figures, results, verdict = check_study_run(out)
+    figures, results, _ = check_study_run(out)
     assert len(figures) == 2
-    assert verdict == json.loads((out / "summary.json").read_text())["verdict"]
     # every cell is a real training run with its own run directory and summary
     runs = sorted((out / "runs").iterdir())
     assert len(runs) == len(results)

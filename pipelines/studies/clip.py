@@ -1,40 +1,39 @@
-"""clip: clip the gradient before Adam's moments (clip_at="grad") or clip the update after
-them (clip_at="update"), under heavy-tailed gradient noise.
+"""clip: clip the gradient before Adam's moments (``grad``) or the update after them
+(``update``), under heavy-tailed gradient noise, each arm tuned over lr x threshold and the
+unclipped arm over lr.
 
-Regression as a noisy quadratic: f(w) = sum_i h_i (w_i - w*_i)^2 / 2 with curvatures h
-log-spaced in [1, h_max], stochastic gradient = true gradient + sigma * Student-t(df) per
-coordinate (infinite variance for df <= 2). Each seed is its own param group, so global-norm
-clipping is per run. The first-moment bias is measured with lr=0 at a fixed point: m is
-averaged over many steps and compared with the true gradient there.
+A noisy quadratic f(w) = sum_i h_i (w_i - w*_i)^2 / 2, curvatures log-spaced in [1, h_max];
+the stochastic gradient is the true one plus sigma * Student-t(df) per coordinate (infinite
+variance for df <= 2). Every (setting, seed) is its own param group, so a global-norm clip
+acts per run. What clipping does to the moments is measured at a fixed point with lr=0
+(the moments' stationary behaviour there): the direction of Adam's step m_hat/(sqrt(v_hat)
++ eps) (after the update clip where there is one) against the true gradient, and how far
+outliers inflate sqrt(v_hat) above the typical gradient size.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
-from scipy import stats
 
 import optim
 
-from .common import generator
-from .figures import plt, save
-from .report import Check, Outcome, Table
-from .stats import column, group, less, summarize
+from .engine import Result, Table
+from .engine.arms import generator
+from .engine.figures import plt, save
+from .engine.stats import column, summarize
 
-CLAIM = ("Under heavy-tailed gradient noise, clipping the gradient before Adam's moments "
-         "gives a lower final loss than clipping the update (each at its best threshold) and "
-         "than no clipping, at the price of a biased first moment m; clipping the update "
-         "leaves m unbiased.")
-PLACEMENTS = ("none", "grad", "update")
+CLIP_KEY = {"grad": "max_norm", "update": "max_update_norm"}
 
 
 class Problem:
-    def __init__(self, p, seeds: int):
+    def __init__(self, p, seeds: list[int]):
         self.h = torch.logspace(0, math.log10(p.h_max), p.d, dtype=torch.float64)
-        g = generator(123)
-        self.w_star = torch.randn(seeds, p.d, generator=g, dtype=torch.float64)
-        self.sigma, self.d = p.sigma, p.d
+        self.w_star = torch.stack([torch.randn(p.d, generator=generator(123 + s),
+                                               dtype=torch.float64) for s in seeds])
+        self.sigma, self.d, self.seeds = p.sigma, p.d, seeds
 
     def loss(self, w: torch.Tensor) -> torch.Tensor:
         return 0.5 * (self.h * (w - self.w_star) ** 2).sum(-1)
@@ -42,166 +41,194 @@ class Problem:
     def gradient(self, w: torch.Tensor) -> torch.Tensor:
         return self.h * (w - self.w_star)
 
-    def noisy(self, w: torch.Tensor, noise: StudentT, g: torch.Generator) -> torch.Tensor:
-        u = torch.rand(w.shape, generator=g, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
-        return self.gradient(w) + self.sigma * noise.icdf(u)
+
+def student_t(df: float, shape, rng: np.random.Generator) -> torch.Tensor:
+    return torch.from_numpy(rng.standard_t(df, size=shape))
 
 
-class StudentT:
-    """Student-t samples by inverse CDF, so one seeded torch generator drives them."""
-
-    def __init__(self, df: float):
-        self.dist = stats.t(df)
-
-    def icdf(self, u: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.dist.ppf(u.numpy()))
-
-
-def optimizer(placement: str, params: list, threshold: float, lr: float):
-    clip = {} if placement == "none" else {"clip": threshold, "clip_at": placement}
-    return optim.create("adam", [{"params": [w]} for w in params], lr=lr, **clip)
+def build(placement: str, settings: list[dict], params: list[torch.Tensor]):
+    """One Adam with a param group per run: its own lr and, when clipping, its own threshold
+    on its own global norm (clip_scope='group')."""
+    key = CLIP_KEY.get(placement)
+    groups = [{"params": [w], "lr": s["lr"], **({key: s["clip"]} if key else {})}
+              for w, s in zip(params, settings)]
+    clip = {} if key is None else {"clip": 1.0, "clip_at": placement, "clip_scope": "group"}
+    return optim.create("adam", groups, **clip)
 
 
-def train(prob: Problem, placement: str, threshold: float, df: float, p, seed: int):
-    """Final loss (mean over the last tenth of steps) per seed, and the clip fraction."""
-    ws = [torch.zeros(prob.d, dtype=torch.float64, requires_grad=True)
-          for _ in range(len(prob.w_star))]
-    opt = optimizer(placement, ws, threshold, p.lr)
-    g, noise = generator(seed), StudentT(df)
+def train(p, placement: str, settings: list[dict], df: float, seeds: list[int]):
+    """Per setting, per seed: final loss (mean of the last tenth of steps; inf if it is
+    non-finite or above the start) and the fraction of steps clipped."""
+    prob = Problem(p, seeds)
+    runs = [(si, j) for si in range(len(settings)) for j in range(len(seeds))]
+    ws = [torch.zeros(p.d, dtype=torch.float64, requires_grad=True) for _ in runs]
+    opt = build(placement, [settings[si] for si, _ in runs], ws)
+    g = np.random.default_rng([7, int(10 * df), *seeds])
     start = prob.loss(torch.zeros_like(prob.w_star))
     tail = []
+    index = torch.tensor([j for _, j in runs])
     for t in range(p.steps):
         w = torch.stack([x.detach() for x in ws])
         if t >= p.steps - p.steps // 10:
-            tail.append(prob.loss(w))
-        for x, grad in zip(ws, prob.noisy(w, noise, g)):
+            tail.append(0.5 * (prob.h * (w - prob.w_star[index]) ** 2).sum(-1))
+        noise = prob.sigma * student_t(df, (len(seeds), p.d), g)[index]
+        for x, grad in zip(ws, prob.h * (w - prob.w_star[index]) + noise):
             x.grad = grad.clone()
         opt.step()
     final = torch.stack(tail).mean(0)
-    clipped = [s["clip_fraction"] for s in optim.telemetry(opt)]
-    return final, ~(torch.isfinite(final) & (final < start)), clipped
+    ok = torch.isfinite(final) & (final < start[index])
+    final = torch.where(ok, final, torch.full_like(final, math.inf))
+    clipped = [st["clip_fraction"] for st in optim.telemetry(opt)]
+    out = [[] for _ in settings]
+    for r, (si, j) in enumerate(runs):
+        out[si].append({"seed": seeds[j], "final_loss": float(final[r]),
+                        "diverged": int(not bool(ok[r])),
+                        "clip_fraction": clipped[r] if clipped[r] is not None else 0.0})
+    return out
 
 
-def moment_bias(prob: Problem, placement: str, threshold: float, df: float, p, seed: int):
-    """Signed relative bias of m along the true gradient at a fixed w (lr=0):
-    <mean_t m_t, grad f> / |grad f|^2 - 1, per seed."""
-    w0 = prob.w_star + torch.randn(prob.w_star.shape, generator=generator(seed + 1),
-                                   dtype=torch.float64) / prob.h.sqrt()
+def moments(p, placement: str, setting: dict, df: float, seeds: list[int]) -> list[dict]:
+    """At w = w* + N(0, 1/h) with lr=0, over ``moment_steps`` steps (the first tenth
+    discarded): the cosine between the mean step direction and the true gradient, and the
+    median over coordinates of median_t sqrt(v_hat) / median_t |g|, g the gradient the
+    moments see (clipped for ``grad``): about 1.5 for Gaussian noise, larger when outliers
+    inflate v."""
+    prob = Problem(p, seeds)
+    w0 = prob.w_star + torch.stack([torch.randn(p.d, generator=generator(s + 1),
+                                                dtype=torch.float64) for s in seeds]) \
+        / prob.h.sqrt()
     ws = [x.clone().requires_grad_(True) for x in w0]
-    opt = optimizer(placement, ws, threshold, 0.0)
-    g, noise = generator(seed), StudentT(df)
+    opt = build(placement, [{**setting, "lr": 0.0}] * len(seeds), ws)
+    g = np.random.default_rng([11, int(10 * df), *seeds])
     true = prob.gradient(w0)
-    total = torch.zeros_like(w0)
-    for t in range(p.bias_steps):
-        for x, grad in zip(ws, prob.noisy(w0, noise, g)):
+    b1, b2 = opt.param_groups[0]["betas"]
+    eps = opt.param_groups[0]["eps"]
+    skip = p.moment_steps // 10
+    direction = torch.zeros_like(w0)
+    root_v, size = [], []
+    for t in range(1, p.moment_steps + 1):
+        grads = true + prob.sigma * student_t(df, w0.shape, g)
+        seen = grads  # what enters the moments
+        if placement == "grad":
+            seen = grads * torch.clamp(setting["clip"] / grads.norm(dim=-1, keepdim=True),
+                                       max=1.0)
+        for x, grad in zip(ws, grads):
             x.grad = grad.clone()
         opt.step()
-        if t >= p.bias_steps // 10:
-            total += torch.stack([opt.state[x]["exp_avg"] for x in ws])
-    mean_m = total / (p.bias_steps - p.bias_steps // 10)
-    return (mean_m * true).sum(-1) / (true * true).sum(-1) - 1
+        if t <= skip:
+            continue
+        m = torch.stack([opt.state[x]["exp_avg"] for x in ws]) / (1 - b1**t)
+        v = torch.stack([opt.state[x]["exp_avg_sq"] for x in ws]) / (1 - b2**t)
+        u = m / (v.sqrt() + eps)
+        if placement == "update":
+            norm = u.norm(dim=-1, keepdim=True)
+            u = u * torch.clamp(setting["clip"] / norm, max=1.0)
+        direction += u
+        root_v.append(v.sqrt())
+        size.append(seen.abs())
+    cos = (direction * true).sum(-1) / (direction.norm(dim=-1) * true.norm(dim=-1))
+    inflation = (torch.stack(root_v).median(0).values / torch.stack(size).median(0).values)
+    inflation = inflation.median(-1).values
+    return [{"seed": s, "direction_cosine": float(cos[j]), "v_inflation": float(inflation[j])}
+            for j, s in enumerate(seeds)]
 
 
-def run(p, out_dir) -> Outcome:
-    prob = Problem(p, p.seeds)
-    rows = []
+def run(s) -> Result:
+    p = s.p
+    rows, chosen = [], {}
     for df in p.dfs:
-        for placement in PLACEMENTS:
-            for threshold in ([math.inf] if placement == "none" else p.thresholds):
-                final, diverged, clipped = train(prob, placement, threshold, df, p, seed=7)
-                bias = moment_bias(prob, placement, threshold, df, p, seed=11)
-                for s in range(p.seeds):
-                    rows.append({"df": df, "placement": placement, "threshold": threshold,
-                                 "seed": s, "final_loss": float(final[s]),
-                                 "diverged": int(diverged[s]), "m_bias": float(bias[s]),
-                                 "clip_fraction": clipped[s]})
-    table = Table("Final loss, divergence and first-moment bias", rows,
-                  ["df", "placement", "threshold"],
-                  ["final_loss", "diverged", "m_bias", "clip_fraction"])
-    figures = [plot(rows, p, "final_loss", "final loss (mean of the last 10% of steps)",
-                    True, out_dir / "final_loss.png"),
-               plot(rows, p, "m_bias", "relative bias of m along the true gradient", False,
-                    out_dir / "moment_bias.png")]
+        for arm in s.arms:
+            placement = s.arms[arm]["fixed"]["placement"]
+
+            def evaluate(settings, seeds, placement=placement, df=df):
+                return train(p, placement, settings, df, seeds)
+            hp = s.tune(arm, evaluate, {"df": df})
+            chosen[(df, arm)] = hp
+            trained = train(p, placement, [hp], df, s.report_seeds)[0]
+            measured = moments(p, placement, hp, df, s.report_seeds)
+            for tr, mo in zip(trained, measured):
+                rows.append({"df": df, "placement": placement, **tr, **mo,
+                             "lr": hp["lr"], "threshold": hp.get("clip", math.inf)})
+    tables = [Table("Final loss, moments and clipping at each arm's tuned lr and threshold",
+                    rows, ["df", "placement", "lr", "threshold"],
+                    ["final_loss", "diverged", "direction_cosine", "v_inflation",
+                     "clip_fraction"])]
+    figures = [plot(rows, p, s.arms, s.out_dir),
+               plot_grid(s.tuning_rows, p, s.out_dir)]
     setup = [f"d={p.d}, curvatures log-spaced in [1, {p.h_max}], w* ~ N(0, 1) per seed, start "
-             f"w=0; noise {p.sigma} x Student-t(df), df in {list(p.dfs)}.",
-             f"Adam lr={p.lr}, {p.steps} steps; global-norm clipping at thresholds "
-             f"{list(p.thresholds)} before the moments (grad) or on the update direction "
-             "before lr (update); threshold inf = no clipping. diverged: final loss "
+             f"w=0; gradient noise {p.sigma} x Student-t(df), df in {list(p.dfs)}.",
+             f"Adam, {p.steps} steps; arms none / grad (global-norm clip before the moments) "
+             "/ update (global-norm clip of m_hat/(sqrt(v_hat)+eps) before lr), each tuned per "
+             "df over lr (and the threshold where it clips) by the final loss on the tuning "
+             "seeds. final_loss = mean loss over the last tenth of steps; inf (diverged) if "
              "non-finite or above the starting loss.",
-             f"m_bias: Adam at lr=0 at a fixed point w* + N(0, 1/h) for {p.bias_steps} steps, "
-             "<mean m, grad f> / |grad f|^2 - 1 (0 = unbiased, -0.5 = half the true gradient).",
-             f"{p.seeds} seeds (w* and noise), one param group each."]
-    return Outcome(rows, [table], figures, checks(rows, p), setup, notes(rows, p))
+             f"Moments at w* + N(0, 1/h), lr=0, {p.moment_steps} steps: direction_cosine = "
+             "cos(mean step direction, true gradient); v_inflation = median_i median_t "
+             "sqrt(v_hat) / median_t |g|, g the gradient the moments see (after the clip for "
+             "grad).",
+             "Each (setting, seed) is its own param group: the global norm is per run."]
+    return Result(rows, tables, figures, setup, notes(rows))
 
 
-def notes(rows, p) -> list[str]:
-    """Where clipping fires on (nearly) every step it is no longer an outlier guard."""
-    meaning = {"grad": "the moments then see gradients of one fixed norm, and Adam's scale "
-                       "invariance makes these thresholds equivalent",
-               "update": "every step is then bounded at threshold * lr: in effect a smaller lr"}
+def notes(rows) -> list[str]:
     out = []
-    for placement, why in meaning.items():
-        groups = group([r for r in rows if r["placement"] == placement], ["df", "threshold"])
-        always = [f"{df:g}/{c:g}" for (df, c), rs in groups.items()
-                  if summarize([r["clip_fraction"] for r in rs]).mean > 0.99]
-        if always:
-            out.append(f"clip at {placement} fires on > 99% of steps at df/threshold "
-                       f"{', '.join(always)}: {why}.")
+    for (df, placement), rs in _groups(rows).items():
+        frac = summarize([r["clip_fraction"] for r in rs]).mean
+        if placement != "none" and frac > 0.99:
+            out.append(f"df={df:g}: the tuned {placement} clip fires on {frac:.1%} of steps: "
+                       "it acts on every step, no longer only on outliers.")
     return out
 
 
-def checks(rows, p) -> list[Check]:
-    def col(metric, **where):
-        return column(rows, metric, **where)
-
-    def best(df, placement):
-        return min(p.thresholds, key=lambda c: summarize(
-            col("final_loss", df=df, placement=placement, threshold=c)).mean)
-
-    out = []
-    for df in p.dfs:
-        bg, bu = best(df, "grad"), best(df, "update")
-        grad = col("final_loss", df=df, placement="grad", threshold=bg)
-        update = col("final_loss", df=df, placement="update", threshold=bu)
-        none = col("final_loss", df=df, placement="none")
-        outcome = less(grad, update)
-        if outcome is True:
-            outcome = less(grad, none)
-        out.append(Check(f"df={df:g}: clipping before the moments gives the lowest final loss",
-                         outcome,
-                         f"best grad-clip {summarize(grad).mean:.4g} (threshold {bg:g}), best "
-                         f"update-clip {summarize(update).mean:.4g} (threshold {bu:g}), none "
-                         f"{summarize(none).mean:.4g}"))
-    tight, df = min(p.thresholds), min(p.dfs)
-    grad_bias = col("m_bias", df=df, placement="grad", threshold=tight)
-    update_bias = summarize(col("m_bias", df=df, placement="update", threshold=tight))
-    unbiased = update_bias.ci_lo <= 0 <= update_bias.ci_hi or abs(update_bias.mean) < 0.1
-    out.append(Check("Clipping before the moments biases m; clipping the update does not",
-                     less(grad_bias, col("m_bias", df=df, placement="update", threshold=tight))
-                     is True and unbiased,
-                     f"df={df:g}, threshold {tight:g}: relative bias of m "
-                     f"{summarize(grad_bias).mean:.3g} (grad) vs {update_bias.mean:.3g} "
-                     f"(update; 95% CI [{update_bias.ci_lo:.3g}, {update_bias.ci_hi:.3g}])"))
+def _groups(rows):
+    out = {}
+    for r in rows:
+        out.setdefault((r["df"], r["placement"]), []).append(r)
     return out
 
 
-def plot(rows, p, metric: str, label: str, log: bool, path):
-    fig, axes = plt.subplots(1, len(p.dfs), figsize=(5 * len(p.dfs), 4), squeeze=False,
-                             sharey=True)
-    for ax, df in zip(axes[0], p.dfs):
-        for placement in ("grad", "update"):
-            s = [summarize(column(rows, metric, df=df, placement=placement, threshold=c))
-                 for c in p.thresholds]
-            ax.errorbar(list(p.thresholds), [x.mean for x in s], yerr=[x.std for x in s],
-                        marker="o", capsize=3, label=f"clip {placement}")
-        none = summarize(column(rows, metric, df=df, placement="none"))
-        ax.axhline(none.mean, color="gray", ls="--", label="no clipping")
-        ax.axhspan(none.mean - none.std, none.mean + none.std, color="gray", alpha=0.15)
-        ax.set_xscale("log")
+def plot(rows, p, arms, out_dir):
+    metrics = [("final_loss", "final loss", True), ("direction_cosine",
+               "cos(mean step direction, true gradient)", False),
+               ("v_inflation", "sqrt(v_hat) / typical |g|", True)]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    placements = [arms[a]["fixed"]["placement"] for a in arms]
+    width = 0.8 / len(placements)
+    for ax, (metric, label, log) in zip(axes, metrics):
+        for i, placement in enumerate(placements):
+            st = [summarize(column(rows, metric, df=df, placement=placement)) for df in p.dfs]
+            ax.bar(np.arange(len(p.dfs)) + i * width, [x.mean for x in st], width,
+                   yerr=[0 if math.isnan(x.std) else x.std for x in st], capsize=3,
+                   label=placement)
+        ax.set_xticks(np.arange(len(p.dfs)) + 0.4 - width / 2, [f"df={d:g}" for d in p.dfs])
         if log:
             ax.set_yscale("log")
-        ax.set(xlabel="clip threshold (global norm)", title=f"Student-t noise, df={df:g}")
+        ax.set(ylabel=label, title=f"{label} (tuned arms)")
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel(label)
-    return save(fig, path)
+    return save(fig, out_dir / "clip_arms.png")
 
+
+def plot_grid(tuning_rows, p, out_dir):
+    """Mean tuning loss over lr x threshold for each clipping arm at the heaviest tail."""
+    df = min(p.dfs)
+    arms = [a for a in dict.fromkeys(r["arm"] for r in tuning_rows)
+            if any("tune_clip" in r for r in tuning_rows if r["arm"] == a)]
+    fig, axes = plt.subplots(1, max(1, len(arms)), figsize=(5.5 * max(1, len(arms)), 4.2),
+                             squeeze=False)
+    for ax, arm in zip(axes[0], arms):
+        rs = [r for r in tuning_rows if r["arm"] == arm and r["df"] == df]
+        lrs = sorted({r["tune_lr"] for r in rs})
+        clips = sorted({r["tune_clip"] for r in rs})
+        grid = np.full((len(clips), len(lrs)), np.nan)
+        for i, c in enumerate(clips):
+            for j, lr in enumerate(lrs):
+                v = [r["final_loss"] for r in rs if r["tune_lr"] == lr and r["tune_clip"] == c]
+                if v:
+                    grid[i, j] = np.log10(np.mean(v)) if np.all(np.isfinite(v)) else np.nan
+        im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r")
+        ax.set_xticks(range(len(lrs)), [f"{x:.2g}" for x in lrs], fontsize=7)
+        ax.set_yticks(range(len(clips)), [f"{x:.2g}" for x in clips], fontsize=7)
+        ax.set(xlabel="lr", ylabel="clip threshold", title=f"{arm}: log10 final loss, df={df:g}"
+               " (tuning seeds)")
+        fig.colorbar(im, ax=ax)
+    return save(fig, out_dir / "lr_threshold_grid.png")

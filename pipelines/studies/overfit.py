@@ -1,103 +1,190 @@
-"""overfit: a small CNN on a small digits subset, Adam vs SGD+momentum at the same budget.
+"""overfit: does Adam fit the training set better and generalise worse than SGD+momentum?
 
-Each optimizer gets its best lr from a grid (lowest mean best-val loss); the checks use
-those. Seeds share split, initialisation and batch order across optimizers (paired).
+(a) Wilson et al. (2017, sec. 3): least squares on a constructed binary problem where n
+    samples have label y = +1 or -1 (a fixed fraction p of them +1) and features
+    x_1 = y, x_2 = x_3 = 1, plus one (y=+1) or five (y=-1) features unique to the sample.
+    From w=0, gradient descent converges to the minimum-norm solution, which classifies a
+    new point (its unique features unseen) by its first feature; adaptive methods converge
+    to w proportional to sign(X'y), which weighs x_2, x_3 as much as x_1 and labels every
+    new point +1 (test error 1-p). Full-batch; test error and loss in closed form over the
+    distribution of new points.
+(b) A small CNN on Fashion-MNIST subsets: SGD+momentum and Adam, both with the same step
+    decay, each tuned over lr x weight decay on the tuning seeds by validation accuracy
+    (2,000 held-out training images); reported on the official test set.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import torch
 
-from . import digits
-from .common import describe, make_optimizer
-from .figures import band, plt, save
-from .report import Check, Outcome, Table
-from .stats import column, less, summarize
+from .engine import Result, Table
+from .engine.arms import describe, generator, grouped_optimizer
+from .engine.figures import band, plt, save
+from .problems import images
 
-CLAIM = ("On a small training set a CNN trained with Adam reaches a lower training loss than "
-         "with SGD+momentum, while SGD+momentum generalises better: a smaller train/val gap "
-         "and a higher test accuracy at its early-stopping epoch.")
-METRICS = ["final_train_loss", "final_val_loss", "gap", "best_val_loss", "stop_epoch",
-           "stop_test_acc"]
+# ------------------------------------------------------------------ (a) Wilson et al.
 
 
-def run(p, out_dir) -> Outcome:
-    rows, curves = [], {}
-    for seed in range(p.seeds):
-        data = digits.splits(p.n_train, p.n_val, seed)
-        for name, spec in p.optimizers.items():
-            for lr in spec.lrs:
-                torch.manual_seed(seed)
-                net = digits.model(p.model, p.width)
-                opt = make_optimizer(spec.optim, net.parameters(), lr=lr)
-                h = digits.train(net, opt, data, p.epochs, p.batch_size, seed)
-                curves[(name, lr, seed)] = h
-                rows.append({"optimizer": name, "lr": lr, "seed": seed,
-                             "final_train_loss": h.train_loss[-1],
-                             "final_val_loss": h.val_loss[-1],
-                             "gap": h.val_loss[-1] - h.train_loss[-1],
-                             "best_val_loss": min(h.val_loss), "stop_epoch": h.stop_epoch,
-                             "stop_test_acc": h.stop_test_acc})
-    best = {name: min(spec.lrs, key=lambda lr, n=name: summarize(
-        column(rows, "best_val_loss", optimizer=n, lr=lr)).mean)
-        for name, spec in p.optimizers.items()}
-    table = Table("Every optimizer and lr (the best lr per optimizer is used in the checks)",
-                  rows, ["optimizer", "lr"], METRICS)
-    figures = [plot_curves(curves, best, p, out_dir)]
-    setup = [f"{p.model.upper()} (width {p.width}) on {p.n_train} training digits; {p.n_val} "
-             "validation digits pick the lr and the early-stopping epoch; the remaining "
-             "images are the test set.",
-             f"{p.epochs} epochs, batch {p.batch_size}, for every optimizer: "
-             + "; ".join(f"{n} = {describe(s.optim)}, lr in {list(s.lrs)}"
-                         for n, s in p.optimizers.items()) + ".",
-             f"Best lr per optimizer = lowest mean best-val loss: {best}. gap = final val "
-             f"loss - final train loss. {p.seeds} seeds (split, init, batch order)."]
-    return Outcome(rows, [table], figures, checks(rows, best), setup)
+def wilson_data(n: int, p_pos: float, seed: int):
+    """X (n, 3 + 5n), y (n,): round(p n) samples labelled +1, at random positions."""
+    g = generator(seed)
+    y = -torch.ones(n, dtype=torch.float64)
+    y[torch.randperm(n, generator=g)[: round(p_pos * n)]] = 1.0
+    x = torch.zeros(n, 3 + 5 * n, dtype=torch.float64)
+    x[:, 0], x[:, 1], x[:, 2] = y, 1.0, 1.0
+    for i in range(n):
+        first = 3 + 5 * i
+        x[i, first: first + (1 if y[i] > 0 else 5)] = 1.0
+    return x, y
 
 
-def checks(rows, best) -> list[Check]:
-    def col(metric, name):
-        return column(rows, metric, optimizer=name, lr=best[name])
-
-    def mean(metric, name):
-        return summarize(col(metric, name)).mean
-
-    a, s = "adam", "sgd_momentum"
-    return [
-        Check("Adam reaches a lower training loss", less(col("final_train_loss", a),
-                                                         col("final_train_loss", s)),
-              f"final train loss Adam {mean('final_train_loss', a):.3g} vs SGD+momentum "
-              f"{mean('final_train_loss', s):.3g}"),
-        Check("SGD+momentum has the smaller generalisation gap", less(col("gap", s),
-                                                                      col("gap", a)),
-              f"final val - train loss: SGD+momentum {mean('gap', s):.3g} vs Adam "
-              f"{mean('gap', a):.3g}"),
-        Check("SGD+momentum has the higher test accuracy at early stopping",
-              less(col("stop_test_acc", a), col("stop_test_acc", s)),
-              f"SGD+momentum {mean('stop_test_acc', s):.4f} (epoch "
-              f"{mean('stop_epoch', s):.3g}) vs Adam {mean('stop_test_acc', a):.4f} (epoch "
-              f"{mean('stop_epoch', a):.3g})"),
-    ]
+def wilson_new_points(w: torch.Tensor, p_pos: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expected test error and squared loss of w over new points: only w_1..w_3 reach a
+    point whose unique features were never seen (their weights stay 0 from w=0)."""
+    pos = w[..., 0] + w[..., 1] + w[..., 2]          # prediction for y = +1
+    neg = -w[..., 0] + w[..., 1] + w[..., 2]         # prediction for y = -1
+    error = p_pos * (pos <= 0).double() + (1 - p_pos) * (neg >= 0).double()
+    loss = p_pos * (pos - 1) ** 2 + (1 - p_pos) * (neg + 1) ** 2
+    return error, loss
 
 
-def plot_curves(curves, best, p, out_dir):
-    """Train and val loss per epoch at each optimizer's best lr, and the gap between them."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
-    epochs = np.arange(p.epochs + 1)
+def wilson_fit(p, settings: list[dict], seeds: list[int]) -> list[list[dict]]:
+    """Full-batch training of every (setting, seed) as one param group; rows per setting."""
+    w_cfg = p.wilson
+    data = [wilson_data(w_cfg.n, w_cfg.p_pos, s) for s in seeds]
+    runs = [(si, j) for si in range(len(settings)) for j in range(len(seeds))]
+    ws = [torch.zeros(3 + 5 * w_cfg.n, dtype=torch.float64, requires_grad=True) for _ in runs]
+    opt = grouped_optimizer([settings[si] for si, _ in runs], ws)
+    xs = torch.stack([data[j][0] for _, j in runs])
+    ys = torch.stack([data[j][1] for _, j in runs])
+    for _ in range(p.wilson_steps):
+        w = torch.stack([q.detach() for q in ws])
+        residual = torch.einsum("rnd,rd->rn", xs, w) - ys
+        for q, grad in zip(ws, torch.einsum("rnd,rn->rd", xs, residual) / w_cfg.n):
+            q.grad = grad
+        opt.step()
+    out = [[] for _ in settings]
+    for w, (si, j) in zip(ws, runs):
+        x, y = data[j]
+        w = w.detach()
+        train = float(0.5 * ((x @ w - y) ** 2).mean())
+        err, loss = wilson_new_points(w, w_cfg.p_pos)
+        train = train if math.isfinite(train) else math.inf
+        loss = float(loss) if math.isfinite(train) else math.inf
+        out[si].append({"seed": seeds[j], "train_loss": train,
+                        "test_error": float(err) if math.isfinite(train) else 1.0,
+                        "test_loss": loss, "tuning_score": loss,
+                        "w_123": [float(v) for v in w[:3]]})
+    return out
+
+
+# ------------------------------------------------------------------ (b) Fashion-MNIST CNN
+
+
+def cnn_job(p, setting: dict, n_train: int, seed: int, report: bool) -> dict:
+    hp = dict(setting)
+    return {"data": "fashion_mnist", "root": p.data_root, "seed": seed,
+            "sizes": {"train": n_train, "val": p.n_val, "test": p.n_test},
+            "model": dict(p.model),
+            "optim": hp, "schedule": dict(p.schedule), "epochs": p.epochs,
+            "batch_size": p.batch_size, "evals": p.evals if report else 0,
+            "splits": ["train", "val"] if report else ["val"],
+            "final_splits": ["train", "test"] if report else []}
+
+
+def cnn_evaluate(s, n_train: int):
+    def evaluate(settings, seeds):
+        jobs = [(cnn_job(s.p, st, n_train, seed, False),) for st in settings for seed in seeds]
+        done = iter(s.map(images.fit, jobs))
+        return [[{"seed": seed, **_plain(next(done))} for seed in seeds] for _ in settings]
+    return evaluate
+
+
+def _plain(out: dict) -> dict:
+    """A run's scalars, with the tuning score: the final validation error."""
+    return {**{k: v for k, v in out.items() if not k.startswith("_")},
+            "tuning_score": 1 - out["final_val_acc"]}
+
+
+def run(s) -> Result:
+    p = s.p
+    rows, curves, chosen = [], {}, {}
+    for arm in p.wilson.arms:
+        hp = s.tune(arm, lambda st, seeds: wilson_fit(p, st, seeds), {"part": "a_wilson"})
+        chosen[("a_wilson", arm)] = hp
+        for r in wilson_fit(p, [hp], s.report_seeds)[0]:
+            w1, w2, w3 = r.pop("w_123")
+            rows.append({"part": "a_wilson", "optimizer": arm, **r, "w1": w1, "w2_plus_w3":
+                         w2 + w3})
+    cnn_arms = [a for a in s.arms if a not in p.wilson.arms]
+    for n_train in p.n_trains:
+        for arm in cnn_arms:
+            hp = s.tune(arm, cnn_evaluate(s, n_train), {"part": "b_cnn", "n_train": n_train})
+            chosen[(n_train, arm)] = hp
+        cells = [(arm, seed) for arm in cnn_arms for seed in s.report_seeds]
+        jobs = [(cnn_job(p, chosen[(n_train, arm)], n_train, seed, True),)
+                for arm, seed in cells]
+        for (arm, seed), out in zip(cells, s.map(images.fit, jobs)):
+            curves[(n_train, arm, seed)] = out["_curve"]
+            rows.append({"part": "b_cnn", "n_train": n_train, "optimizer": arm, "seed": seed,
+                         "diverged": out["diverged"],
+                         "final_train_loss": out["final_train_loss"],
+                         "final_test_loss": out["final_test_loss"],
+                         "final_test_acc": out["final_test_acc"],
+                         "final_train_acc": out["final_train_acc"],
+                         "loss_gap": out["final_test_loss"] - out["final_train_loss"],
+                         "acc_gap": out["final_train_acc"] - out["final_test_acc"]})
+    part_a = [r for r in rows if r["part"] == "a_wilson"]
+    part_b = [r for r in rows if r["part"] == "b_cnn"]
+    tables = [Table("(a) Wilson et al.'s construction: train loss and error on new points",
+                    part_a, ["part", "optimizer"], ["train_loss", "test_error", "test_loss",
+                                                    "w1", "w2_plus_w3"]),
+              Table("(b) Fashion-MNIST CNN at each arm's tuned lr and weight decay", part_b,
+                    ["part", "n_train", "optimizer"],
+                    ["final_train_loss", "final_test_loss", "loss_gap", "final_train_acc",
+                     "final_test_acc", "acc_gap", "diverged"])]
+    figures = [plot_curves(curves, chosen, p, cnn_arms, s.report_seeds, s.out_dir)]
+    w = p.wilson
+    setup = [f"(a) n={w.n} samples, {round(w.p_pos * w.n)} labelled +1, d={3 + 5 * w.n} "
+             f"features; loss |Xw - y|^2 / (2n), full batch from w=0 for {p.wilson_steps} steps; "
+             f"arms " + ", ".join(f"{a} = {describe(s.arms[a]['fixed'])}" for a in w.arms)
+             + "; each tuned by the expected squared loss on new points (tuning_score; the "
+             "expectation over the distribution, computed exactly) on the tuning seeds; "
+             "test_error and test_loss are that expectation for the reported seeds' solutions; "
+             "w1 and "
+             "w2_plus_w3: the weights that decide a new point.",
+             f"(b) Fashion-MNIST, training subsets of {list(p.n_trains)} images and {p.n_val} "
+             "validation images drawn per seed from the official training set; the first "
+             f"{p.n_test or 10000} of the official 10,000 test images only for the reported "
+             "numbers. CNN {dict(p.model)}; "
+             f"{p.epochs} epochs, batch {p.batch_size}, schedule {dict(p.schedule)} (both "
+             "arms); arms " + ", ".join(f"{a} = {describe(s.arms[a]['fixed'])}"
+                                        for a in cnn_arms)
+             + "; tuned per training size over lr x weight_decay by the final validation error"
+             " (tuning_score = 1 - validation accuracy)."
+             " loss_gap = test loss - train loss; acc_gap = train accuracy - test accuracy."]
+    return Result(rows, tables, figures, setup)
+
+
+def plot_curves(curves, chosen, p, arms, seeds, out_dir):
+    """Train and validation loss over training at each arm's tuned setting, per size."""
+    fig, axes = plt.subplots(1, len(p.n_trains), figsize=(5.5 * len(p.n_trains), 4.2),
+                             squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for color, (name, lr) in zip(colors, best.items()):
-        hs = [curves[(name, lr, s)] for s in range(p.seeds)]
-        band(ax, epochs, [h.train_loss for h in hs], f"{name} train (lr={lr:g})", color=color,
-             ls="--")
-        band(ax, epochs, [h.val_loss for h in hs], f"{name} val", color=color)
-        ax.axvline(np.mean([h.stop_epoch for h in hs]), color=color, ls=":", lw=1)
-        band(bx, epochs, [np.subtract(h.val_loss, h.train_loss) for h in hs], name,
-             color=color)
-    ax.set_yscale("log")
-    ax.set(xlabel="epoch", ylabel="cross-entropy loss",
-           title="mean ± std over seeds; dotted: mean early-stopping epoch")
-    bx.set(xlabel="epoch", ylabel="val loss - train loss", title="generalisation gap")
-    ax.legend(fontsize=8)
-    bx.legend(fontsize=8)
+    for ax, n_train in zip(axes[0], p.n_trains):
+        for color, arm in zip(colors, arms):
+            cs = [curves[(n_train, arm, s)] for s in seeds]
+            step = cs[0]["step"]
+            if not all(c["step"] == step for c in cs):
+                continue  # a diverged run stopped early: its curve is in results.csv
+            lr = chosen[(n_train, arm)]["lr"]
+            band(ax, step, [c["train_loss"] for c in cs], f"{arm} train (lr {lr:.3g})",
+                 color=color, ls="--")
+            band(ax, step, [c["val_loss"] for c in cs], f"{arm} val", color=color)
+        ax.set_yscale("log")
+        ax.set(xlabel="step", ylabel="cross-entropy", title=f"Fashion-MNIST, {n_train} "
+               "training images (mean ± std over seeds)")
+        ax.legend(fontsize=7)
     return save(fig, out_dir / "loss_curves.png")
