@@ -1,14 +1,17 @@
-"""The `adamlab` console script: `adamlab train ...`, `adamlab study ...`, `adamlab eval ...`.
+"""The `adamlab` console script: `adamlab train ...`, `adamlab study ...`, `adamlab eval ...`,
+`adamlab report`.
 
 train and study are Hydra apps, so every override, `-m`, `hydra.run.dir=...` and
-`--help` work as Hydra users expect; eval scores a trained run (`pipelines.evaluate`).
+`--help` work as Hydra users expect; eval scores a trained run (`pipelines.evaluate`);
+report gathers every study's latest full-size result into docs/studies
+(`pipelines.studies.engine.site`).
 """
 
 from __future__ import annotations
 
 import sys
 
-USAGE = """usage: adamlab {train,study,eval} [overrides ...]
+USAGE = """usage: adamlab {train,study,eval,report} [overrides ...]
 
   adamlab train pipeline=gnn data=cora model=gcn optim=adamw optim.lr=0.01 seed=0
   adamlab train -m pipeline=gnn optim=adam,adamw,amsgrad seed=0,1,2
@@ -16,6 +19,7 @@ USAGE = """usage: adamlab {train,study,eval} [overrides ...]
   adamlab study --list          the studies
   adamlab study clip            run one
   adamlab eval RUN_DIR_OR_CKPT [episodes=N deterministic=false video=mp4 ...]
+  adamlab report                every study's latest full-size result: docs/studies/index.html
 """
 
 
@@ -25,6 +29,11 @@ def main(argv: list[str] | None = None) -> None:
         from pipelines import evaluate
 
         evaluate.main(argv[1:])
+        return
+    if argv and argv[0] == "report":
+        from pipelines.studies.engine import site
+
+        site.main(argv[1:])
         return
     if not argv or argv[0] not in ("train", "study"):
         print(USAGE, file=sys.stderr)
