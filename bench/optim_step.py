@@ -56,6 +56,13 @@ CASES = {
     "radam": (lambda ps: optim.create("radam", ps), _torch(torch.optim.RAdam), False),
     "adamax": (lambda ps: optim.create("adamax", ps), _torch(torch.optim.Adamax), False),
     "rmsprop": (lambda ps: optim.create("rmsprop", ps), _torch(torch.optim.RMSprop), False),
+    "nadamw": (lambda ps: optim.create("nadamw", ps),
+               _torch(torch.optim.NAdam, weight_decay=1e-2, decoupled_weight_decay=True), False),
+    "radamw": (lambda ps: optim.create("radamw", ps),
+               _torch(torch.optim.RAdam, weight_decay=1e-2, decoupled_weight_decay=True), False),
+    # no torch peer: against torch's Adam (nearest in passes)
+    "adopt": (lambda ps: optim.create("adopt", ps), _torch(torch.optim.Adam), False),
+    "lion": (lambda ps: optim.create("lion", ps), _torch(torch.optim.Adam), False),
     "adabelief": (lambda ps: optim.create("adabelief", ps), _torch(torch.optim.Adam), False),
     "yogi": (lambda ps: optim.create("yogi", ps), _torch(torch.optim.Adam), False),
     # compiled=True (optim.compiled) against torch's fused Adam; the first step compiles

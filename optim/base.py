@@ -33,7 +33,7 @@ class Transform:
     @property
     def name(self) -> str:
         """The transform's snake_case name (``ClipUpdateNorm`` -> ``clip_update_norm``)."""
-        return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
+        return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", type(self).__name__).lower()
 
     def validate(self, group: dict) -> None:
         """Raise ValueError for a bad hyperparameter in ``group``."""
