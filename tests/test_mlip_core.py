@@ -1,8 +1,7 @@
-"""MLIP core: data, models, losses, ASE calculator, NVE helper. Fast (CPU, seconds)."""
+"""MLIP core: models (SchNet, PaiNN and mace-torch's MACE), losses, ASE calculator, data module,
+NVE helper. Fast (CPU, seconds)."""
 
 from __future__ import annotations
-
-import re
 
 import ase.io
 import numpy as np
@@ -12,19 +11,19 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.db import connect
 
 from data.atoms import (
     AtomsDataModule,
     AtomsDataset,
+    atoms_to_graph,
     collate_atoms,
     emt_dataset,
     fit_reference_energies,
-    force_rms,
+    force_scale,
     generate_emt_dataset,
     min_pair_distance,
-    read_structures,
 )
+from pipelines.mlip import mace
 from pipelines.mlip.calculator import MLIPCalculator
 from pipelines.mlip.losses import EnergyForceLoss
 from pipelines.mlip.md import run_nve
@@ -32,6 +31,9 @@ from pipelines.mlip.models import PaiNN, SchNet
 
 CUTOFF = 4.0
 SMALL = dict(cutoff=CUTOFF, hidden=16, num_interactions=2)
+needs_mace = pytest.mark.skipif(not mace.available(), reason="mace-torch not installed "
+                                "(pip install '.[mace]'; CI installs it)")
+MODELS = [SchNet, PaiNN, pytest.param("mace", marks=needs_mace)]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,6 +41,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _model(cls, seed=0, dtype=torch.float64):
     torch.manual_seed(seed)
+    if cls == "mace":
+        model = mace.MACEModel(cutoff=CUTOFF, elements=[29], avg_num_neighbors=18.0,
+                               hidden_irreps="8x0e+8x1o", num_interactions=2)
+        model.set_energy_reference({29: -3.0}, 0.2)
+        return model.to(dtype)
     return cls(**SMALL).to(dtype)
 
 
@@ -62,6 +69,8 @@ def emt_small():
         temperatures=(300, 800),
         mix={"bulk": 1, "strained": 1},
         snapshots_per_run=5,
+        equilibration_steps=20,
+        sample_interval=5,
     )
 
 
@@ -80,7 +89,7 @@ def _labelled(energy=-1.0, forces=None, n=4):
 # ---------------------------------------------------------------- models
 
 
-@pytest.mark.parametrize("cls", [SchNet, PaiNN])
+@pytest.mark.parametrize("cls", MODELS)
 def test_forces_are_minus_energy_gradient(cls):
     calc = MLIPCalculator(_model(cls), dtype=torch.float64)
     atoms = _cell()
@@ -91,7 +100,7 @@ def test_forces_are_minus_energy_gradient(cls):
     assert np.abs(numeric - forces).max() <= 1e-6 * np.abs(forces).max()
 
 
-@pytest.mark.parametrize("cls", [SchNet, PaiNN])
+@pytest.mark.parametrize("cls", MODELS)
 def test_stress_is_strain_derivative(cls):
     atoms = _cell()
     atoms.calc = MLIPCalculator(_model(cls), dtype=torch.float64)
@@ -100,7 +109,7 @@ def test_stress_is_strain_derivative(cls):
     assert np.abs(numeric - stress).max() <= 1e-6 * np.abs(stress).max()
 
 
-@pytest.mark.parametrize("cls", [SchNet, PaiNN])
+@pytest.mark.parametrize("cls", MODELS)
 def test_energy_invariant_forces_equivariant(cls):
     calc = MLIPCalculator(_model(cls), dtype=torch.float64)
     atoms = _cell()
@@ -123,20 +132,51 @@ def test_energy_invariant_forces_equivariant(cls):
     np.testing.assert_allclose(calc.get_forces(permuted), forces[perm], atol=1e-9)
 
 
-@pytest.mark.parametrize("cls", [SchNet, PaiNN])
+@pytest.mark.parametrize("cls", MODELS)
 def test_batched_equals_single_float32_inference_mode(cls):
-    torch.manual_seed(0)
-    model = cls(**SMALL)
+    model = _model(cls, dtype=torch.float32)
     structures = [_labelled(), _cell(1), _cell(2)]
     for a in structures[1:]:
         a.calc = SinglePointCalculator(a, energy=0.0, forces=np.zeros((len(a), 3)))
     graphs = AtomsDataset(structures, CUTOFF).graphs
     batched = model(collate_atoms(graphs))
-    assert batched["energy"].dtype == torch.float32 and batched["forces"].shape == (20, 3)
+    assert batched["energy"].dtype == torch.float64  # summed in float64 (references)
+    assert batched["forces"].dtype == torch.float32 and batched["forces"].shape == (20, 3)
     with torch.inference_mode():
         singles = [model(collate_atoms([g])) for g in graphs]
     torch.testing.assert_close(batched["energy"], torch.cat([s["energy"] for s in singles]))
     torch.testing.assert_close(batched["forces"], torch.cat([s["forces"] for s in singles]))
+
+
+@pytest.mark.parametrize("cls", [SchNet, PaiNN])
+def test_filters_per_pair_equal_filters_per_edge(cls):
+    """Radial filters computed once per pair (the default) give the per-edge model exactly."""
+    model = _model(cls)
+    graphs = [atoms_to_graph(a, CUTOFF, torch.float64, labels=False) for a in (_cell(2), _cell(3))]
+    batch = collate_atoms(graphs)
+    per_edge = {k: v for k, v in batch.items() if not k.startswith("pair")}
+    a, b = model(batch), model(per_edge)
+    torch.testing.assert_close(a["energy"], b["energy"], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(a["forces"], b["forces"], rtol=1e-10, atol=1e-12)
+
+
+def test_reference_energies_are_float64_and_survive_casts(tmp_path):
+    """A -1.6e7 eV total (heavy-element DFT) keeps its interaction energy to 1e-6 eV in a
+    float32 model, and the references live through .to() and a state_dict round trip."""
+    model = SchNet(**SMALL)
+    model.set_energy_reference({29: -4.0e6}, 0.5)  # 4 atoms: -1.6e7 eV
+    batch = collate_atoms(AtomsDataset([_labelled()], CUTOFF).graphs)
+    interaction = SchNet(**SMALL)
+    interaction.load_state_dict(model.state_dict())
+    interaction.set_energy_reference({}, 0.5)
+    total = model(batch)["energy"].item()
+    assert total - (-1.6e7) == pytest.approx(interaction(batch)["energy"].item(), abs=1e-6)
+    model.to(torch.float32)
+    assert model.atom_ref == {29: -4.0e6}
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    fresh = SchNet(**SMALL)
+    fresh.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    assert fresh.atom_ref == {29: -4.0e6} and fresh.elements == [29]
 
 
 def test_non_periodic_molecule():
@@ -151,6 +191,17 @@ def test_non_periodic_molecule():
 
 
 # ---------------------------------------------------------------- ASE calculator
+
+
+def test_calculator_refuses_unseen_elements():
+    model = _model(SchNet)
+    model.set_energy_reference({29: -3.0, 79: -3.2})
+    calc = MLIPCalculator.from_model(model)
+    ni = bulk("Ni", "fcc", cubic=True)
+    with pytest.raises(ValueError, match="elements Ni were not in this model's training data "
+                                         r"\(trained on Cu, Au\)"):
+        calc.get_potential_energy(ni)
+    assert np.isfinite(calc.get_potential_energy(bulk("Cu", "fcc", cubic=True)))
 
 
 def test_calculator_contract_and_caching():
@@ -172,14 +223,19 @@ def test_calculator_contract_and_caching():
 
 
 def test_emt_dataset_seeded_and_varied():
-    kw = dict(n_configs=10, size=(2, 2, 1), snapshots_per_run=2, equilibration_steps=5)
+    kw = dict(n_configs=12, size=(2, 2, 1), snapshots_per_run=2, equilibration_steps=5,
+              melt_equilibration_steps=5, sample_interval=5)
     a, b = generate_emt_dataset(seed=3, **kw), generate_emt_dataset(seed=3, **kw)
     c = generate_emt_dataset(seed=4, **kw)
-    assert len(a) == 10
+    assert len(a) == 12
     assert all(np.array_equal(x.positions, y.positions) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[0].positions, c[0].positions)
     kinds = [s.info["config_type"] for s in a]
-    assert set(kinds) == {"bulk", "strained", "vacancy", "surface", "close"}
+    assert set(kinds) == {"bulk", "strained", "vacancy", "surface", "melt", "close"}
+    groups = {}
+    for s in a:
+        groups.setdefault(s.info["group"], set()).add(s.info["config_type"])
+    assert all(len(kinds) == 1 and g.startswith(kinds.pop()) for g, kinds in groups.items())
     for s in a:
         if s.info["config_type"] == "close":
             assert 1.1 < min_pair_distance(s) < 1.9
@@ -207,16 +263,6 @@ def test_emt_cache_roundtrip(tmp_path):
     assert len(list(tmp_path.iterdir())) == 2
 
 
-def test_read_ref_keys(tmp_path):
-    atoms = bulk("Cu", "fcc", cubic=True)
-    atoms.info["REF_energy"] = -3.5
-    atoms.arrays["REF_forces"] = np.full((4, 3), 0.25)
-    path = _write(tmp_path / "ref.xyz", [atoms])
-    (read,) = read_structures(path, energy_key="REF_energy", forces_key="REF_forces")
-    assert read.get_potential_energy() == -3.5
-    np.testing.assert_array_equal(read.get_forces(), 0.25)
-
-
 def test_reference_energies_least_squares():
     e_ref = {29: -1.5, 79: 0.75}
     structures = []
@@ -231,7 +277,8 @@ def test_reference_energies_least_squares():
 
 
 def test_datamodule_split_filter_and_collate(emt_small):
-    dm = AtomsDataModule(emt_small, cutoff=CUTOFF, val_fraction=0.2, test_fraction=0.1)
+    dm = AtomsDataModule(emt_small, cutoff=CUTOFF, val_fraction=0.2, test_fraction=0.1,
+                         group_key=None)
     assert [len(x) for x in (dm.train_structures, dm.val_structures, dm.test_structures)] == [
         14,
         4,
@@ -247,7 +294,7 @@ def test_datamodule_split_filter_and_collate(emt_small):
         max_force=20.0,
     )
     assert dm.n_dropped == 1 and len(dm.train_structures) == 12
-    assert dm.force_rms == pytest.approx(force_rms(emt_small[:12]))
+    assert dm.force_scale == pytest.approx(force_scale(emt_small[:12]))
     batch = next(iter(dm.val_dataloader()))
     counts = batch["n_atoms"]
     assert batch["batch"].shape == (int(counts.sum()),)
@@ -259,62 +306,19 @@ def test_datamodule_split_filter_and_collate(emt_small):
 def test_datamodule_from_source(tmp_path, emt_small):
     train = _write(tmp_path / "train.xyz", emt_small[:10])
     test = _write(tmp_path / "test.xyz", emt_small[10:13])
-    dm = AtomsDataModule.from_source("extxyz", train=train, test=test, cutoff=CUTOFF, seed=1)
+    dm = AtomsDataModule.from_source("extxyz", train=train, test=test, cutoff=CUTOFF, seed=1,
+                                     group_key=None)
     assert [len(x) for x in (dm.train_structures, dm.val_structures, dm.test_structures)] == [
         9,
         1,
         3,
     ]
-    emt = dict(n_configs=5, size=(1, 1, 1), mix={"bulk": 1}, equilibration_steps=2)
+    emt = dict(n_configs=5, size=(1, 1, 1), mix={"bulk": 1}, equilibration_steps=2,
+               snapshots_per_run=1)
     dm = AtomsDataModule.from_source(
         "emt", source=dict(cache_dir=tmp_path / "cache", emt=emt), cutoff=CUTOFF, test_fraction=0.2
     )
     assert len(dm.test_structures) == 1 and len(dm.train_structures) == 4 - len(dm.val_structures)
-
-
-# ---------------------------------------------------------------- bad data
-
-
-def _match(path, frame, text):
-    return re.escape(f"{path} frame {frame}") + ".*" + text
-
-
-def test_bad_frame_without_forces(tmp_path):
-    no_forces = bulk("Cu", "fcc", cubic=True)
-    no_forces.calc = SinglePointCalculator(no_forces, energy=1.0)
-    path = _write(tmp_path / "nof.xyz", [_labelled(), no_forces])
-    with pytest.raises(ValueError, match=_match(path, 1, "no forces")):
-        read_structures(path)
-
-
-@pytest.mark.parametrize("energy, forces", [(np.nan, None), (-1.0, np.full((4, 3), np.nan))])
-def test_bad_nan_labels(tmp_path, energy, forces):
-    path = _write(tmp_path / "nan.xyz", [_labelled(), _labelled(), _labelled(energy, forces)])
-    with pytest.raises(ValueError, match=_match(path, 2, "NaN")):
-        read_structures(path)
-
-
-def test_bad_shape(tmp_path):
-    path = tmp_path / "shape.db"
-    with connect(path) as db:
-        db.write(_labelled())
-        db.write(_labelled(forces=np.zeros((3, 3))))
-    with pytest.raises(ValueError, match=_match(path, 1, r"shape \(3, 3\), expected \(4, 3\)")):
-        read_structures(path)
-
-
-def test_bad_empty_file(tmp_path):
-    path = tmp_path / "empty.xyz"
-    path.touch()
-    with pytest.raises(ValueError, match=re.escape(f"{path}: empty file")):
-        read_structures(path)
-
-
-def test_bad_cutoff_below_nearest_neighbour(tmp_path):
-    path = _write(tmp_path / "cu.xyz", [_labelled()])
-    with pytest.raises(ValueError, match=_match(path, 0, r"cutoff 2.0 Å .* distance 2.553 Å")):
-        read_structures(path, cutoff=2.0)
-    assert len(read_structures(path, cutoff=2.6)) == 1
 
 
 @pytest.mark.parametrize("element, text", [("Fe", "no parameters"), ("O", "adsorbates")])
@@ -338,10 +342,24 @@ def test_force_clipping_is_huber_on_the_norm():
     assert clipped["force_mse"].item() == pytest.approx(plain["force_mse"].item())
 
 
+def test_stress_term_and_float64_energies():
+    f64 = torch.float64
+    batch = {"energy": torch.tensor([-1.6e7], dtype=f64), "n_atoms": torch.tensor([4]),
+             "forces": torch.zeros(4, 3), "stress": torch.zeros(1, 3, 3)}
+    pred = {"energy": torch.tensor([-1.6e7 + 0.004], dtype=f64), "forces": torch.zeros(4, 3),
+            "stress": torch.full((1, 3, 3), 0.01)}
+    loss = EnergyForceLoss(energy_weight=1.0, force_weight=1.0, stress_weight=10.0)
+    parts = loss(pred, batch)
+    assert parts["energy_mse"].item() == pytest.approx(1e-6, rel=1e-6)
+    assert parts["stress_mse"].item() == pytest.approx(1e-4, rel=1e-6)
+    assert parts["loss"].item() == pytest.approx(1e-6 + 10 * 1e-4, rel=1e-6)
+    assert loss.wants_stress(batch) and not EnergyForceLoss().wants_stress(batch)
+
+
 def test_training_reduces_loss_tenfold(emt_small):
     torch.manual_seed(0)
     model = SchNet(cutoff=CUTOFF, hidden=32, num_interactions=2)
-    model.set_energy_reference(fit_reference_energies(emt_small), force_rms(emt_small))
+    model.set_energy_reference(fit_reference_energies(emt_small), force_scale(emt_small))
     batch = collate_atoms(AtomsDataset(emt_small, CUTOFF).graphs)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     loss_fn = EnergyForceLoss()
@@ -365,4 +383,5 @@ def test_run_nve_with_emt_conserves_energy():
     assert abs(result["energy_drift_mev_per_atom_per_ps"]) < 1.0
     assert result["max_abs_delta_e_mev_per_atom"] < 1.0
     assert not result["collapsed"] and not result["exploded"]
+    assert result["ns_per_day"] > 0
     assert len(atoms.get_velocities()) == 32 and not atoms.get_velocities().any()

@@ -6,31 +6,36 @@ overrides: 4-atom EMT cells, a 16-wide SchNet, two or three epochs.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import sys
 
+import ase.io
 import lightning as L
 import numpy as np
 import pytest
 import torch
 from ase.build import bulk
+from ase.calculators.singlepoint import SinglePointCalculator
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
+from pipelines.harness.callbacks import warmup_ema_avg_fn
 from pipelines.harness.errors import ConfigError
-from pipelines.mlip import md
+from pipelines.mlip import mace, md
 from pipelines.mlip.calculator import MLIPCalculator
 from pipelines.mlip.checkpoint import load_model
+from pipelines.mlip.losses import EnergyForceLoss
 from pipelines.mlip.metrics import EnergyForceMetrics
+from pipelines.mlip.module import LossWeightSchedule
 from pipelines.mlip.pipeline import MLIPPipeline
 from pipelines.train import CONFIGS, run
 
 TINY_EMT = ["data.n_configs=40", "+data.size=[1,1,1]", "+data.snapshots_per_run=5"]
+TINY_SCHNET = ["model.cutoff=4.0", "model.hidden=16", "model.num_interactions=2",
+               "model.num_rbf=8"]
 TINY = [
-    "model.cutoff=4.0",
-    "model.hidden=16",
-    "model.num_interactions=2",
-    "model.num_rbf=8",
     "pipeline.batch_size=8",
     "trainer.max_epochs=3",
     "trainer.enable_progress_bar=false",
@@ -44,8 +49,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _cfg(cache, *overrides):
     """Tiny settings; ``cache`` is the EMT cache dir, None for file data (``data=extxyz``)."""
     data = [f"data.cache_dir={cache}", *TINY_EMT] if cache is not None else []
+    model = [] if "model=mace" in overrides else TINY_SCHNET
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("train", ["pipeline=mlip", *data, *TINY, *overrides])
+        return compose("train", ["pipeline=mlip", *data, *model, *TINY, *overrides])
 
 
 def _fit(cfg, root, callbacks=()):
@@ -90,7 +96,13 @@ def fitted(tmp_path_factory):
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("model.name=mace", "model.name"),
+        ("model.name=nequip", "model.name"),
+        ("pipeline.evaluate=worst", "pipeline.evaluate"),
+        ("pipeline.stress_weight=-1", "pipeline.stress_weight"),
+        ("pipeline.stage_two.start=1.5", "pipeline.stage_two.start"),
+        ("+pipeline.stage_two.lr=0.1", "pipeline.stage_two.lr"),
+        ("pipeline.stage_two.energy_weight=-2", "pipeline.stage_two.energy_weight"),
+        ("data.group_key=3", "data.group_key"),
         ("model.cutoff=0", "model.cutoff"),
         ("model.cutoff=-2.5", "model.cutoff"),
         ("model.hidden=0", "model.hidden"),
@@ -110,6 +122,7 @@ def fitted(tmp_path_factory):
         ("data=extxyz", "data.train"),
         ("data=extxyz data.train=/nonexistent/train.xyz", "data.train"),
         ("data=ase_db data.train=/nonexistent/train.db", "data.train"),
+        ("data=zuo2020_ni data.val=/nonexistent/val.xyz", "data.val"),
     ],
 )
 def test_validate_names_the_bad_key(tmp_path, override, key):
@@ -182,7 +195,7 @@ def test_checkpoint_is_a_calculator(fitted):
     model, cfg = load_model(fitted["ckpt"])
     assert cfg["model"]["name"] == "schnet" and model.cutoff == 4.0
     module = fitted["module"]
-    torch.testing.assert_close(model.atom_ref, module.model.atom_ref)
+    assert model.atom_ref == module.model.atom_ref and model.elements == [29]
     atoms = bulk("Cu", "fcc", cubic=True).repeat((2, 1, 1))
     atoms.rattle(0.05, seed=0)
     atoms.calc = MLIPCalculator.from_checkpoint(fitted["ckpt"])
@@ -195,21 +208,132 @@ def test_md_command(fitted, capsys):
     result = md.main(["--ckpt", str(fitted["ckpt"]), "--steps", "20"])
     printed = json.loads(capsys.readouterr().out)
     assert printed == pytest.approx(result)
-    assert result["n_atoms"] == 32 and result["steps_completed"] == 20
+    assert result["n_atoms"] == 108 and result["steps_completed"] == 20  # rattled 3x3x3 cell
+    assert result["ns_per_day"] > 0
     assert math.isfinite(result["energy_drift_mev_per_atom_per_ps"])
     assert result["collapsed"] is False
 
 
 def test_harness_run_writes_summary(tmp_path):
-    """The real entry point: summary.json carries the metric names of the design brief."""
-    metrics = run(_cfg(tmp_path / "cache", "trainer.max_epochs=1"), tmp_path / "run")
+    """The real entry point: summary.json carries the metric names of the design brief, says
+    which weights they come from, and the run dir's calculator runs exactly those weights
+    (its test-set MAE equals the summary's)."""
+    cfg = _cfg(tmp_path / "cache", "trainer.max_epochs=2", "pipeline.stress_weight=1.0")
+    metrics = run(cfg, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["pipeline"] == "mlip"
-    for key in ("test_energy_mae_mev_per_atom", "test_force_mae_mev_per_ang"):
+    for key in ("test_energy_mae_mev_per_atom", "test_force_mae_mev_per_ang",
+                "test_stress_mae_mev_per_ang3"):
+        assert math.isfinite(metrics[key])
         assert summary["metrics"][key] == pytest.approx(metrics[key])
+    assert metrics["eval_weights"] == "last (EMA 0.99)"
+    assert metrics["eval_checkpoint"] == "checkpoints/last.ckpt"
     assert (tmp_path / "run" / "parity_forces.png").is_file()
-    calc = MLIPCalculator.from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    by_type = metrics["test_by_config_type"]
+    assert sum(t["n_structures"] for t in by_type.values()) == metrics["n_test"]
+    assert all(math.isfinite(t["force_mae_mev_per_ang"]) for t in by_type.values())
+
+    calc = MLIPCalculator.from_checkpoint(tmp_path / "run")
+    _, datamodule = MLIPPipeline().build(cfg)
+    errors = [abs(calc.get_potential_energy(a) - a.get_potential_energy()) / len(a)
+              for a in datamodule.test_structures]
+    assert 1000 * np.mean(errors) == pytest.approx(metrics["test_energy_mae_mev_per_atom"],
+                                                   rel=1e-4)
+
+
+def test_ema_is_on_by_default():
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose("train", ["pipeline=mlip"])
+    assert cfg.ema_decay == 0.99 and cfg.pipeline.evaluate == "last"
+
+
+def test_stage_two_raises_the_energy_weight_late(tmp_path):
+    run(_cfg(tmp_path / "cache", "trainer.max_epochs=4", "pipeline.stage_two.start=0.5",
+             "pipeline.stage_two.energy_weight=5.0", "pipeline.stage_two.force_weight=0.5"),
+        tmp_path / "run")
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
+    weights = {int(r["epoch"]): float(r["train_energy_weight"]) for r in rows
+               if r.get("train_energy_weight")}
+    assert weights == pytest.approx({0: 0.01, 1: 0.01, 2: 5.0, 3: 5.0})
+
+
+def test_loss_weight_schedule_by_progress():
+    loss = EnergyForceLoss(energy_weight=0.01, force_weight=1.0)
+    stage = LossWeightSchedule(start=0.7, energy_weight=10.0)
+    assert not stage.apply(loss, (0.01, 1.0), 0.69)
+    assert (loss.energy_weight, loss.force_weight) == (0.01, 1.0)
+    assert stage.apply(loss, (0.01, 1.0), 0.7)
+    assert (loss.energy_weight, loss.force_weight) == (10.0, 1.0)
+    assert not LossWeightSchedule().apply(loss, (0.01, 1.0), 1.0)
+    assert loss.energy_weight == 0.01
+
+
+@pytest.mark.skipif(not mace.available(), reason="mace-torch not installed (CI installs it)")
+def test_mace_trains_through_the_pipeline(tmp_path):
+    """model=mace: elements and neighbour count from the data, saved with the checkpoint."""
+    cfg = _cfg(tmp_path / "cache", "model=mace", "model.cutoff=4.0",
+               "model.hidden_irreps=8x0e+8x1o", "trainer.max_epochs=1")
+    metrics = run(cfg, tmp_path / "run")
+    assert math.isfinite(metrics["test_force_mae_mev_per_ang"])
+    model, _ = load_model(tmp_path / "run")
+    assert model.elements == [29] and model.mace.atomic_numbers.tolist() == [29]
+    calc = MLIPCalculator.from_checkpoint(tmp_path / "run")
     assert math.isfinite(calc.get_potential_energy(bulk("Cu", "fcc", cubic=True)))
+
+
+def test_mace_missing_is_a_clear_config_error(tmp_path, monkeypatch):
+    """Without the extra (imports of mace and e3nn fail), model=mace stops at validation."""
+    monkeypatch.setitem(sys.modules, "mace", None)
+    monkeypatch.setitem(sys.modules, "e3nn", None)
+    with pytest.raises(ConfigError, match=r"pip install 'adamlab\[mace\]'") as error:
+        MLIPPipeline().validate(_cfg(tmp_path / "cache", "model=mace"))
+    assert error.value.key == "model.name"
+
+
+# ---------------------------------------------------------------- bad input through the pipeline
+
+
+def _frames(n=6, symbol="Cu"):
+    out = []
+    for k in range(n):
+        atoms = bulk(symbol, "fcc", a=3.6, cubic=True)
+        atoms.rattle(0.05, seed=k)
+        atoms.calc = SinglePointCalculator(atoms, energy=-1.0 - 0.01 * k,
+                                           forces=np.zeros((4, 3)))
+        out.append(atoms)
+    return out
+
+
+@pytest.mark.parametrize("bad", ["unseen element", "coincident", "nan forces"])
+def test_bad_structures_fail_before_training(tmp_path, bad):
+    train, test = _frames(), _frames(3)
+    if bad == "unseen element":
+        test[1] = _frames(1, "Au")[0]
+        key, where = "data.test", f"{tmp_path / 'test.xyz'} frame 1"
+    elif bad == "coincident":
+        train[4].positions[2] = train[4].positions[0] + [0.02, 0.0, 0.0]
+        key, where = "data.train", f"{tmp_path / 'train.xyz'} frame 4"
+    else:
+        train[2].calc.results["forces"][1, 0] = np.nan
+        key, where = "data.train", f"{tmp_path / 'train.xyz'} frame 2"
+    ase.io.write(tmp_path / "train.xyz", train)
+    ase.io.write(tmp_path / "test.xyz", test)
+    cfg = _cfg(None, "data=extxyz", f"data.train={tmp_path / 'train.xyz'}",
+               f"data.test={tmp_path / 'test.xyz'}")
+    with pytest.raises(ConfigError) as error:
+        run(cfg, tmp_path / "run")
+    assert error.value.key == key and where in str(error.value)
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_validation_file(tmp_path):
+    ase.io.write(tmp_path / "train.xyz", _frames(8))
+    ase.io.write(tmp_path / "val.xyz", _frames(3))
+    cfg = _cfg(None, "data=extxyz", f"data.train={tmp_path / 'train.xyz'}",
+               f"data.val={tmp_path / 'val.xyz'}", "pipeline.test_fraction=0.25")
+    _, datamodule = MLIPPipeline().build(cfg)
+    assert [len(datamodule.train_structures), len(datamodule.val_structures),
+            len(datamodule.test_structures)] == [6, 3, 2]
 
 
 # ---------------------------------------------------------------- metrics
@@ -254,3 +378,13 @@ def test_default_config_learns_emt_copper(tmp_path):
     metrics = run(cfg, tmp_path / "run")
     assert metrics["test_force_mae_mev_per_ang"] < 150
     assert metrics["test_energy_mae_mev_per_atom"] < 100
+
+
+def test_ema_warms_up_then_decays_at_its_rate():
+    """The run's EMA (ema_decay): early updates follow the weights, later ones average."""
+    update = warmup_ema_avg_fn(0.99)
+    zero, one = torch.zeros(3), torch.ones(3)
+    torch.testing.assert_close(update(zero, one, torch.tensor(1)), torch.full((3,), 9 / 11))
+    torch.testing.assert_close(update(zero, one, torch.tensor(5000)), torch.full((3,), 0.01))
+    index = torch.tensor([3, -1, 0])
+    assert torch.equal(update(index, index, torch.tensor(7)), index)

@@ -6,6 +6,7 @@ import copy
 
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from data.atoms import atoms_to_graph, collate_atoms
@@ -20,6 +21,7 @@ class MLIPCalculator(Calculator):
     changes a running MD. Results are cached by ASE's ``check_state``: asking again for a
     property of unchanged atoms does not call the model, and one call fills energy and forces
     together. The neighbour list is rebuilt on every call, so ``cutoff`` is just the model's.
+    An element the model never saw in training is refused: its energy would be made up.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
@@ -51,12 +53,19 @@ class MLIPCalculator(Calculator):
 
     @classmethod
     def from_checkpoint(cls, path, **kwargs) -> MLIPCalculator:
-        """Calculator for a Lightning checkpoint of the mlip pipeline (see ``load_model``)."""
+        """Calculator for a Lightning checkpoint of the mlip pipeline, or a run directory (the
+        checkpoint its summary evaluated; see ``load_model``)."""
         model, _ = load_model(path)
         return cls(model, **kwargs)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        unseen = sorted(set(self.atoms.numbers.tolist()) - set(self.model.elements))
+        if self.model.elements and unseen:
+            names = ", ".join(chemical_symbols[z] for z in unseen)
+            known = ", ".join(chemical_symbols[z] for z in self.model.elements)
+            raise ValueError(f"elements {names} were not in this model's training data "
+                             f"(trained on {known})")
         want_stress = "stress" in properties
         if want_stress and not self.atoms.pbc.all():
             raise PropertyNotImplementedError("stress needs a cell periodic in all directions")

@@ -1,4 +1,4 @@
-"""Energy and force errors in the units summary.json reports, accumulated over a whole split.
+"""Energy, force and stress errors in the units summary.json reports, accumulated over a split.
 
 A potential's force error grows with the force: the few close-approach atoms with 20 eV/Å
 reference forces can dominate a single MAE or hide behind it. So the force MAE is also reported
@@ -15,18 +15,23 @@ from torchmetrics import Metric
 
 FORCE_BIN_EDGES = (1.0, 5.0, 20.0)  # eV/Å: |F| < 1, 1-5, 5-20, > 20
 FORCE_BINS = ("lt1", "1to5", "5to20", "gt20")
+HEADLINE = ("energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "force_mae_mev_per_ang",
+            "force_rmse_mev_per_ang", "stress_mae_mev_per_ang3", "stress_rmse_mev_per_ang3")
 
 
 class EnergyForceMetrics(Metric):
     """MAE and RMSE of energy per atom (meV/atom) and force components (meV/Å), force MAE per
-    reference-force bin. ``compute()`` gives NaN for a bin without atoms."""
+    reference-force bin, and stress-component MAE/RMSE (meV/Å³) over the structures whose batch
+    had stress labels (keys present only when some had). ``compute()`` gives NaN for a bin
+    without atoms."""
 
     full_state_update = False
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         zero = torch.zeros((), dtype=torch.float64)
-        for name in ("energy_abs", "energy_sq", "n_structures", "force_abs", "force_sq"):
+        for name in ("energy_abs", "energy_sq", "n_structures", "force_abs", "force_sq",
+                     "stress_abs", "stress_sq", "n_stress"):
             self.add_state(name, default=zero.clone(), dist_reduce_fx="sum")
         bins = torch.zeros(len(FORCE_BINS), dtype=torch.float64)
         self.add_state("bin_abs", default=bins.clone(), dist_reduce_fx="sum")
@@ -44,6 +49,11 @@ class EnergyForceMetrics(Metric):
         which = torch.bucketize(batch["forces"].detach().double().norm(dim=-1), edges)
         self.bin_abs += torch.zeros_like(self.bin_abs).index_add(0, which, force_err.sum(-1))
         self.bin_atoms += torch.bincount(which, minlength=len(FORCE_BINS)).double()
+        if "stress" in pred and "stress" in batch:
+            stress_err = (pred["stress"] - batch["stress"]).detach().double()
+            self.stress_abs += stress_err.abs().sum()
+            self.stress_sq += (stress_err**2).sum()
+            self.n_stress += stress_err.numel()
 
     def compute(self) -> dict[str, torch.Tensor]:
         n_components = 3 * self.bin_atoms.sum()
@@ -57,6 +67,9 @@ class EnergyForceMetrics(Metric):
         for k, name in enumerate(FORCE_BINS):
             out[f"force_mae_mev_per_ang_{name}"] = bin_mae[k]
             out[f"force_n_atoms_{name}"] = self.bin_atoms[k]
+        if self.n_stress > 0:
+            out["stress_mae_mev_per_ang3"] = 1000 * self.stress_abs / self.n_stress
+            out["stress_rmse_mev_per_ang3"] = 1000 * (self.stress_sq / self.n_stress).sqrt()
         return out
 
 

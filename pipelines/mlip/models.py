@@ -1,4 +1,5 @@
-"""SchNet- and PaiNN-style interatomic potentials: per-atom energies, forces by autograd.
+"""SchNet- and PaiNN-style interatomic potentials (MACE in ``mace.py``): per-atom energies,
+forces and stress by autograd.
 
 Both models see a structure only through edge vectors ``pos[j] - pos[i] + shifts @ cell`` built
 here in torch, so forces are exactly ``-dE/dpos`` and the stress is ``dE/dstrain / V``. Every
@@ -32,28 +33,59 @@ class AtomisticModel(nn.Module):
     """Shared bookkeeping; subclasses only implement :meth:`atomic_energies`.
 
     The total energy is ``sum_atoms(energy_scale * e_atom + atom_ref[z])``. ``atom_ref`` (fitted
-    per-element energies) and ``energy_scale`` (e.g. the RMS force) are buffers set from the
+    per-element energies, eV) and ``energy_scale`` (a robust force scale) are set from the
     training data by :meth:`set_energy_reference`, so the network only learns an O(1) residual
-    and a checkpoint carries everything needed to predict absolute energies.
+    and a checkpoint carries everything needed to predict absolute energies. ``atom_ref`` is
+    kept as float64 Python numbers (the module's extra state, untouched by ``.to(float32)``) and
+    the energy is summed in float64: a DFT total of -1.6e7 eV has 1-2 eV of float32 resolution,
+    far more than the interaction energy the model learns. ``elements`` are those with a
+    reference, i.e. the elements seen in training.
     """
 
     def __init__(self, cutoff: float):
         super().__init__()
         self.cutoff = float(cutoff)
-        self.register_buffer("atom_ref", torch.zeros(MAX_Z + 1))
         self.register_buffer("energy_scale", torch.ones(()))
+        self.atom_ref: dict[int, float] = {}
+        self._ref_table: torch.Tensor | None = None
+
+    @property
+    def elements(self) -> list[int]:
+        return sorted(self.atom_ref)
 
     def set_energy_reference(self, atom_ref: dict[int, float], scale: float = 1.0) -> None:
-        for z, energy in atom_ref.items():
-            self.atom_ref[int(z)] = energy
+        self.atom_ref = {int(z): float(e) for z, e in atom_ref.items()}
+        self._ref_table = None
         self.energy_scale.fill_(scale)
 
-    def atomic_energies(self, z, vec, edge_index) -> torch.Tensor:
-        """Per-atom energy (before scale and reference) from edge vectors ``vec`` (i -> j)."""
+    def get_extra_state(self) -> dict:
+        return {"atom_ref": dict(self.atom_ref)}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.atom_ref = {int(z): float(e) for z, e in state["atom_ref"].items()}
+        self._ref_table = None
+
+    def reference_energy(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-atom reference energies in float64 on ``z``'s device."""
+        table = self._ref_table
+        if table is None or table.device != z.device:
+            table = torch.zeros(MAX_Z + 1, dtype=torch.float64)
+            for element, energy in self.atom_ref.items():
+                table[element] = energy
+            self._ref_table = table = table.to(z.device)
+        return table[z]
+
+    def atomic_energies(self, z, vec, edge_index, pairs=None) -> torch.Tensor:
+        """Per-atom energy (before scale and reference) from edge vectors ``vec`` (i -> j).
+
+        ``pairs`` is ``(pair_first, pair_index)`` when the edges come as pairs and their
+        reverses (see ``data.atoms.graph``), so that radial terms can be computed per pair.
+        """
         raise NotImplementedError
 
     def forward(self, batch: dict[str, torch.Tensor], compute_stress: bool = False) -> dict:
-        """``{"energy": [n_struct], "forces": [n_atoms, 3]}`` (+ ``"stress"`` [n_struct, 3, 3]).
+        """``{"energy": [n_struct] float64, "forces": [n_atoms, 3]}`` (+ ``"stress"``
+        [n_struct, 3, 3], eV/Å³, ASE's sign: positive under tension).
 
         Gradients are enabled even under ``torch.no_grad`` or ``torch.inference_mode`` (Lightning's
         default for validation) because forces need them; inference tensors are cloned into
@@ -68,8 +100,11 @@ class AtomisticModel(nn.Module):
             n_struct = batch["cell"].shape[0]
             strain = pos.new_zeros((n_struct, 3, 3), requires_grad=True) if compute_stress else None
             vec = edge_vectors(pos, batch, strain)
-            e_atom = self.energy_scale * self.atomic_energies(batch["z"], vec, batch["edge_index"])
-            e_atom = e_atom + self.atom_ref[batch["z"]]
+            pairs = (batch["pair_first"], batch["pair_index"]) if "pair_index" in batch else None
+            e_atom = self.energy_scale * self.atomic_energies(
+                batch["z"], vec, batch["edge_index"], pairs
+            )
+            e_atom = e_atom.double() + self.reference_energy(batch["z"])
             energy = scatter_sum(e_atom, batch["batch"], n_struct)
             inputs = [pos, strain] if compute_stress else [pos]
             grads = torch.autograd.grad(energy.sum(), inputs, create_graph=self.training)
@@ -127,9 +162,13 @@ class SchNetInteraction(nn.Module):
             nn.Linear(hidden, hidden), ShiftedSoftplus(), nn.Linear(hidden, hidden)
         )
 
-    def forward(self, x, rbf, fcut, edge_index) -> torch.Tensor:
+    def forward(self, x, rbf, fcut, edge_index, pair_index=None) -> torch.Tensor:
+        """``rbf``/``fcut`` per pair when ``pair_index`` maps edges to pairs, else per edge."""
         i, j = edge_index
-        messages = self.in2f(x)[j] * self.filter(rbf) * fcut[:, None]
+        weights = self.filter(rbf) * fcut[:, None]
+        if pair_index is not None:
+            weights = weights[pair_index]
+        messages = self.in2f(x)[j] * weights
         return x + self.f2out(scatter_sum(messages, i, x.shape[0]))
 
 
@@ -149,12 +188,13 @@ class SchNet(AtomisticModel):
             nn.Linear(hidden, hidden // 2), ShiftedSoftplus(), nn.Linear(hidden // 2, 1)
         )
 
-    def atomic_energies(self, z, vec, edge_index) -> torch.Tensor:
-        r = vec.norm(dim=-1)
+    def atomic_energies(self, z, vec, edge_index, pairs=None) -> torch.Tensor:
+        first, pair_index = pairs if pairs is not None else (None, None)
+        r = (vec if first is None else vec[first]).norm(dim=-1)
         rbf, fcut = self.rbf(r), cosine_cutoff(r, self.cutoff)
         x = self.embedding(z)
         for interaction in self.interactions:
-            x = interaction(x, rbf, fcut, edge_index)
+            x = interaction(x, rbf, fcut, edge_index, pair_index)
         return self.readout(x).squeeze(-1)
 
 
@@ -180,9 +220,12 @@ class PaiNNMessage(nn.Module):
         )
         self.filter = nn.Linear(num_rbf, 3 * hidden)
 
-    def forward(self, s, v, rbf, fcut, unit, edge_index):
+    def forward(self, s, v, rbf, fcut, unit, edge_index, pair_index=None):
         i, j = edge_index
-        x = self.phi(s)[j] * self.filter(rbf) * fcut[:, None]
+        weights = self.filter(rbf) * fcut[:, None]
+        if pair_index is not None:
+            weights = weights[pair_index]
+        x = self.phi(s)[j] * weights
         ds, dvv, dvs = x.split(self.hidden, dim=-1)
         dv = dvv[:, None, :] * v[j] + dvs[:, None, :] * unit[:, :, None]
         n = s.shape[0]
@@ -225,22 +268,35 @@ class PaiNN(AtomisticModel):
         self.updates = nn.ModuleList(PaiNNUpdate(hidden) for _ in range(num_interactions))
         self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
 
-    def atomic_energies(self, z, vec, edge_index) -> torch.Tensor:
-        r = vec.norm(dim=-1)
-        rbf, fcut, unit = self.rbf(r), cosine_cutoff(r, self.cutoff), vec / r[:, None]
+    def atomic_energies(self, z, vec, edge_index, pairs=None) -> torch.Tensor:
+        first, pair_index = pairs if pairs is not None else (None, None)
+        r = (vec if first is None else vec[first]).norm(dim=-1)
+        rbf, fcut = self.rbf(r), cosine_cutoff(r, self.cutoff)
+        unit = vec / (r if pair_index is None else r[pair_index])[:, None]
         s = self.embedding(z)
         v = s.new_zeros((s.shape[0], 3, self.hidden))
         for message, update in zip(self.messages, self.updates, strict=True):
-            s, v = message(s, v, rbf, fcut, unit, edge_index)
+            s, v = message(s, v, rbf, fcut, unit, edge_index, pair_index)
             s, v = update(s, v)
         return self.readout(s).squeeze(-1)
 
 
-MODELS = {"schnet": SchNet, "painn": PaiNN}
+MODELS = ("schnet", "painn", "mace")
+
+
+def model_class(name: str) -> type[AtomisticModel]:
+    """The class of a config's ``model.name``; ``mace`` imports the optional mace-torch."""
+    if name == "schnet":
+        return SchNet
+    if name == "painn":
+        return PaiNN
+    if name == "mace":
+        from pipelines.mlip.mace import MACEModel
+
+        return MACEModel
+    raise ValueError(f"unknown MLIP model {name!r}; known: {', '.join(MODELS)}")
 
 
 def build_model(name: str, **kwargs) -> AtomisticModel:
-    """Model by config name (``schnet``/``painn``)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown MLIP model {name!r}; known: {sorted(MODELS)}")
-    return MODELS[name](**kwargs)
+    """Model by config name (``schnet``/``painn``/``mace``)."""
+    return model_class(name)(**kwargs)
