@@ -60,8 +60,8 @@ def main() -> None:
         records.append({"seed": seed, "wall_time_s": round(time.perf_counter() - started, 1),
                         **metrics})
         print(f"seed {seed}: steps_to_threshold={metrics['steps_to_threshold']} "
-              f"eval_return={metrics['eval_return']:.1f} "
-              f"mean_return_last20={metrics['mean_return_last20']:.1f} "
+              f"eval_return={metrics['eval_return']} "  # None when --stop ended it early
+              f"mean_return_last20={metrics['mean_return_last20']} "
               f"wall={records[-1]['wall_time_s']}s", flush=True)
     reached = sum(r["steps_to_threshold"] is not None for r in records)
     print(json.dumps({"algo": args.algo, "env": args.env, "timesteps": args.timesteps,
