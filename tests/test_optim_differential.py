@@ -305,13 +305,18 @@ def test_presets_equal_torch_on_generated_cases_on_cuda(first):
         check(Case(seed, device="cuda"))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device "
-                    "(scripts/gpu_check.sh runs it where there is one)")
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device "
+                          "(scripts/gpu_check.sh runs it where there is one)")
+
+
+@pytest.mark.parametrize("device", [pytest.param("cpu", marks=pytest.mark.slow),
+                                    pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("name", ["adabelief", "yogi"])
-def test_compiled_steps_equal_the_chain_on_generated_cases_on_cuda(name, seed):
-    """compiled=True (one graph per layout) against the eager chain, in generated layouts."""
-    case = Case(seed, device="cuda")
+def test_compiled_steps_equal_the_chain_on_generated_cases(name, seed, device):
+    """compiled=True (one graph per layout, minutes of compiling on CPU: slow) against the
+    eager chain, in generated layouts and dtypes."""
+    case = Case(seed, device=device)
     recipes = [r for ps, _ in case.groups for r in ps if r.dtype not in LOW]
     if not recipes:
         pytest.skip("no float parameter in this case")
