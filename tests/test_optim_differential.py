@@ -289,7 +289,7 @@ def test_presets_equal_torch_on_generated_cases(first, one_thread):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("first", range(500, 5000, CASES_PER_TEST))
+@pytest.mark.parametrize("first", range(500, 2500, CASES_PER_TEST))
 def test_presets_equal_torch_on_more_generated_cases(first, one_thread):
     for seed in range(first, first + CASES_PER_TEST):
         check(Case(seed))
