@@ -93,7 +93,7 @@ def test_requeued_array_task_resumes_and_the_sweep_completes(tmp_path):
             subprocess.run(["scancel", task], timeout=10)
     assert sweep.returncode == 0, err[-3000:]
     logs = "".join(p.read_text() for p in run_dir.parent.glob(".submitit/*/*_log.*"))
-    assert "requeued after writing" in logs and "hpc_ckpt_1.ckpt" in logs
+    assert "requeued job" in logs and "hpc_ckpt_1.ckpt" in logs
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
@@ -120,8 +120,9 @@ TINY_MLIP = ["pipeline=mlip", "data.n_configs=40", "+data.size=[1,1,1]",
 
 @pytest.mark.parametrize("pipeline", ["gnn", "mlip"])
 def test_sbatch_script_requeues_and_resumes_exactly(tmp_path, pipeline):
-    """SIGUSR1 mid-training -> hpc checkpoint -> requeue -> resume: the same final metrics,
-    csv rows and W&B history as an uninterrupted run, in one W&B run directory."""
+    """SIGUSR1 mid-training -> hpc checkpoint at the next optimizer step (inside an MLIP
+    epoch) -> requeue -> resume: the same final metrics, csv rows and W&B history as an
+    uninterrupted run, in one W&B run directory."""
     overrides = ([*TINY, "trainer.max_epochs=40", "model.dropout=0.5"] if pipeline == "gnn"
                  else [*TINY_MLIP, f"data.cache_dir={tmp_path / 'cache'}",
                        "trainer.max_epochs=12"])
@@ -147,8 +148,7 @@ def test_sbatch_script_requeues_and_resumes_exactly(tmp_path, pipeline):
     log = (tmp_path / f"rq-{job}.log").read_text()
     assert _state(job)[0] == "COMPLETED", log[-3000:]
     assert "restart 1" in log and "hpc_ckpt_1.ckpt" in log
-
-    assert "requeued after writing" in log
+    assert f"requeued job {job} after writing" in log and "a preemption or a manual" in log
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
@@ -176,3 +176,71 @@ def test_sbatch_script_requeues_and_resumes_exactly(tmp_path, pipeline):
 def _metrics(row: dict) -> dict:
     """A W&B history row without W&B's own clocks."""
     return {k: v for k, v in row.items() if k not in ("_runtime", "_timestamp")}
+
+
+def _submit(tmp_path, script_text: str, env: dict | None = None) -> str:
+    script = tmp_path / "run.sbatch"
+    script.write_text(script_text)
+    return subprocess.run(["sbatch", "--parsable", str(script)], env=env or _env(tmp_path),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                          check=True).stdout.strip()
+
+
+def _finish(job: str, timeout: float) -> str:
+    try:
+        return _wait(lambda: (s := _state(job)[0]) in ("COMPLETED", "FAILED", "CANCELLED")
+                     and s, timeout, "the job's end")
+    finally:
+        subprocess.run(["scancel", job], timeout=10)
+
+
+def test_a_failed_requeue_fails_the_job(tmp_path):
+    """scontrol refuses the requeue: the job ends FAILED (exit 3), saying how to continue,
+    instead of COMPLETED with a promise to resume."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    real = shutil.which("scontrol")
+    (fake / "scontrol").write_text(
+        '#!/bin/sh\nif [ "$1" = requeue ]; then\n'
+        '  echo "scontrol: error: Requested operation is presently disabled" >&2; exit 1\nfi\n'
+        f'exec {real} "$@"\n')
+    (fake / "scontrol").chmod(0o755)
+    env = {**_env(tmp_path), "PATH": f"{fake}:{os.environ['PATH']}"}
+    overrides = [*TINY, "trainer.max_epochs=100000"]  # ends at the signal
+    job = _submit(tmp_path, render(overrides, name="rq", runs=str(tmp_path / "runs"),
+                                   adamlab=ADAMLAB), env)
+    run_dir = tmp_path / "runs" / "slurm" / f"rq-{job}"
+    try:
+        _wait(lambda: (run_dir / "checkpoints" / "last.ckpt").is_file(), 90, "first epoch")
+        subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=10)
+    finally:
+        state = _finish(job, 120)
+    log = (tmp_path / f"rq-{job}.log").read_text()
+    assert state == "FAILED", log[-3000:]
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True,
+                         timeout=10).stdout
+    assert "ExitCode=3:0" in out
+    assert "failed with status 1" in log and "presently disabled" in log
+    assert "submit it again to continue from" in log and "requeued job" not in log
+    assert (run_dir / "hpc_ckpt_1.ckpt").is_file()
+
+
+@pytest.mark.parametrize("pipeline", ["gnn", "mlip", "rl"])
+def test_srun_two_tasks_one_cpu_each(tmp_path, pipeline):
+    """Two DDP ranks (gloo) under srun, for every pipeline: MLIP and RL train to the end;
+    the full-batch GNN refuses (every rank would repeat the same work)."""
+    from runs import overrides
+
+    args = overrides(pipeline, tmp_path, "trainer.max_epochs=2" if pipeline != "rl"
+                     else "pipeline.total_timesteps=256")
+    job = _submit(tmp_path, render(args, tasks_per_node=2, cpus=1, name="ddp",
+                                   runs=str(tmp_path / "runs"), adamlab=ADAMLAB))
+    state = _finish(job, 240)
+    log = (tmp_path / f"ddp-{job}.log").read_text()
+    run_dir = tmp_path / "runs" / "slurm" / f"ddp-{job}"
+    if pipeline == "gnn":
+        assert state == "FAILED" and "full-batch" in log and "Traceback" not in log
+        return
+    assert state == "COMPLETED", log[-3000:]
+    assert "MEMBER: 2/2" in log
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "ok"
