@@ -38,10 +38,10 @@ class Payload:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny finished run per pipeline (gnn, mlip), reused read-only by the tests."""
+    """One tiny finished run per pipeline, reused read-only by the tests."""
     root = tmp_path_factory.mktemp("trained")
     out = {}
-    for pipeline in ("gnn", "mlip"):
+    for pipeline in ("gnn", "mlip", "rl"):
         args = overrides(pipeline, root)
         run(config(*args), root / pipeline)
         out[pipeline] = (args, root / pipeline)
@@ -60,7 +60,7 @@ def test_header_names_schema_pipeline_and_config(trained):
     assert found.next_step == 12 and found.progress[0] == 12
 
 
-@pytest.mark.parametrize("pipeline", ["gnn", "mlip"])
+@pytest.mark.parametrize("pipeline", ["gnn", "mlip", "rl"])
 def test_crafted_checkpoint_is_refused_without_running_it(trained, tmp_path, pipeline):
     """An object whose unpickling runs code, anywhere in the checkpoint: refused by
     ``weights_only`` before any work; the payload never runs."""
@@ -76,9 +76,10 @@ def test_crafted_checkpoint_is_refused_without_running_it(trained, tmp_path, pip
     assert not marker.exists() and not (tmp_path / "victim" / "config.yaml").exists()
 
 
-@pytest.mark.parametrize("pipeline", ["gnn", "mlip"])
+@pytest.mark.parametrize("pipeline", ["gnn", "mlip", "rl"])
 def test_pickled_bytes_in_a_checkpoint_are_never_unpickled(trained, tmp_path, pipeline):
-    """``weights_only`` lets raw bytes through; nothing in these pipelines unpickles them."""
+    """``weights_only`` lets raw bytes through; nothing in the harness unpickles them (RL's
+    env state where bytes used to be: tests/test_rl_checkpoints.py)."""
     args, run_dir = trained[pipeline]
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     marker = tmp_path / "payload-ran"
