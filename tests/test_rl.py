@@ -6,10 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -290,6 +292,44 @@ def test_resume_continues_exactly(tmp_path, algo, env_id, extra):
         torch.testing.assert_close(history[key], b["rl"]["history"][key], rtol=0, atol=0,
                                    equal_nan=True)
     assert torch.equal(a["rl"]["collector"]["episodes"], b["rl"]["collector"]["episodes"])
+
+
+class CopyCheckpointAt(L.Callback):
+    """Keeps a copy of the last.ckpt the harness wrote at the start of update ``update``,
+    between two updates of an epoch (copied one update later: Lightning runs checkpoint
+    callbacks after the others)."""
+
+    def __init__(self, run_dir: Path, update: int, to: Path):
+        self.path, self.update, self.to = run_dir / "checkpoints" / "last.ckpt", update, to
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.updates_done == self.update + 1:
+            shutil.copy(self.path, self.to)
+
+
+def test_resume_mid_epoch_continues_the_epoch_exactly(tmp_path):
+    """A checkpoint between two updates of an epoch (checkpoint_every in optimizer steps: one
+    PPO update is 20) resumes into the rest of that epoch: same epochs, same result."""
+    common = ("pipeline.total_timesteps=1536", "pipeline.steps_per_epoch=768",
+              "checkpoint_every=20 steps", "pipeline.eval_every=2")
+    copy = tmp_path / "mid.ckpt"
+    straight = run(config(*common), tmp_path / "straight",
+                   extra_callbacks=[CopyCheckpointAt(tmp_path / "straight", 2, copy)])
+    mid = torch.load(copy, weights_only=True)
+    assert mid["rl"]["updates_done"] == 2 and mid["epoch"] == 0  # epoch 0 has 4 updates
+    resumed = run(config(*common, f"resume={copy}"), tmp_path / "resumed")
+    assert resumed == straight
+    a, b = (_last_state(tmp_path / r) for r in ("straight", "resumed"))
+    assert a["epoch"] == b["epoch"] and a["rl"]["epoch_start"] == b["rl"]["epoch_start"]
+    for key, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][key]), key
+    rows = []
+    for name in ("straight", "resumed"):
+        with open(tmp_path / name / "csv" / "metrics.csv", newline="") as f:
+            rows.append([{k: v for k, v in r.items() if v != "" and k != "charts/SPS"}
+                         for r in csv.DictReader(f)])
+    # the resumed run (its own run dir) logs the straight run's rows from update 2 on, once
+    assert rows[1] == [r for r in rows[0] if int(r["step"]) >= 512]
 
 
 def test_resume_with_async_envs_restarts_episodes_but_keeps_counters(tmp_path):
