@@ -1,6 +1,7 @@
 """The rl pipeline: policy-gradient agents on gymnasium vector envs (see registry contract).
 
-    adamlab train pipeline=rl algo=ppo env.id=CartPole-v1 optim=adam optim.eps=1e-5
+    adamlab train pipeline=rl algo=ppo env.id=CartPole-v1
+    adamlab eval runs/rl/<run> episodes=20 video=mp4
 """
 
 from __future__ import annotations
@@ -45,14 +46,14 @@ def check_spaces(env_id: str, obs_space: gym.Space, action_space: gym.Space) -> 
                           f"(every algorithm handles both), not {action_space}")
 
 
-def check_video(env_cfg, video: str) -> None:
-    """``pipeline.video`` must work before training starts: the env renders RGB frames and the
-    encoder is installed."""
+def check_video(env_cfg, video: str, key: str = "pipeline.video") -> None:
+    """A video asked for must work before any episode is played: the env renders RGB frames
+    and the encoder is installed."""
     if video == "mp4":
         try:
             import imageio_ffmpeg  # noqa: F401
         except ImportError:
-            raise ConfigError("pipeline.video", video, "gif, or install imageio-ffmpeg for "
+            raise ConfigError(key, video, "gif, or install imageio-ffmpeg for "
                               "mp4 (make install has it)") from None
     try:
         env = rl_envs.make_one(env_cfg.id, rl_envs.make_kwargs(env_cfg),
@@ -63,10 +64,10 @@ def check_video(env_cfg, video: str) -> None:
         finally:
             env.close()
     except Exception as error:  # noqa: BLE001 - reported, with its cause, as a config error
-        raise ConfigError("pipeline.video", video, f"null: {env_cfg.id} cannot render "
+        raise ConfigError(key, video, f"null: {env_cfg.id} cannot render "
                           f"rgb_array frames here ({error!r})") from None
     if not isinstance(frame, np.ndarray) or frame.ndim != 3:
-        raise ConfigError("pipeline.video", video, f"null: {env_cfg.id} renders "
+        raise ConfigError(key, video, f"null: {env_cfg.id} renders "
                           f"{type(frame).__name__}, not RGB frames")
 
 
@@ -175,7 +176,7 @@ class RLPipeline:
         if settings["video"] not in (None, *VIDEO_FORMATS):
             raise ConfigError("video", settings["video"], "null, " + " or ".join(VIDEO_FORMATS))
         if settings["video"]:
-            check_video(cfg.env, settings["video"])
+            check_video(cfg.env, settings["video"], key="video")
         policy = Policy.from_checkpoint(checkpoint, cfg)
         returns = evaluate(policy, settings["episodes"], settings["seed"],
                            settings["deterministic"])
