@@ -126,7 +126,8 @@ def test_explicit_resume_never_overrides_a_newer_checkpoint_of_the_run(trained, 
 def test_changed_config_is_named_and_can_be_accepted(trained, tmp_path):
     args, run_dir = trained["gnn"]
     here = _copy_run(run_dir, tmp_path / "run")
-    with pytest.raises(FileError, match=r"model.hidden: 8 -> 9; optim.lr: 0.001 -> 0.002"):
+    lr = config(*args).optim.lr  # the GNN model's Adam default (model.adam_lr)
+    with pytest.raises(FileError, match=rf"model.hidden: 8 -> 9; optim.lr: {lr} -> 0.002"):
         choose(config(*args, "optim.lr=0.002", "model.hidden=9"), here)
     with pytest.raises(FileError, match="model.hidden"):
         choose(config(*args, "optim.lr=0.002", "model.hidden=9",
