@@ -1,6 +1,7 @@
 """Median optimizer step time: each preset against torch's fastest path for the same algorithm.
 
     python bench/optim_step.py [--device cuda] [--repeats 5] [--steps 20]
+    python bench/optim_step.py --baseline /path/to/other/checkout   # ours vs another optim
 
 Shapes: (a) 500 tensors of 128x128 and (b) 4 tensors of 2048x1024, float32. The
 ``:compiled`` cases compile on their first step (minutes for 500 tensors the first time;
@@ -13,8 +14,11 @@ AdamW, SGD), foreach otherwise.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -79,6 +83,28 @@ CASES = {
                                 ExtraPassBound, True),
 }
 CLIPPED_REFERENCE = {"adamw+clip(grad)", "adam+clip(update)"}
+# --baseline: the same preset from another checkout's optim package (a regression check)
+BASELINE_CASES = {"adam": ("adam", {}), "adamw": ("adamw", {}), "amsgrad": ("amsgrad", {}),
+                  "sgd": ("sgd", {"momentum": 0.9}), "nadam": ("nadam", {}),
+                  "rmsprop": ("rmsprop", {}), "adamw+clip(grad)": ("adamw", {"clip": 1.0}),
+                  "adam+clip(update)": ("adam", {"clip": 1.0, "clip_at": "update"})}
+
+
+def _baseline_optim(checkout: str):
+    """``checkout``/optim imported as the package ``optim_baseline``."""
+    root = Path(checkout) / "optim"
+    spec = importlib.util.spec_from_file_location(
+        "optim_baseline", root / "__init__.py", submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["optim_baseline"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _against_baseline(baseline, name: str):
+    preset, kwargs = BASELINE_CASES[name]
+    return (lambda ps: optim.create(preset, ps, **kwargs),
+            lambda ps, fused: baseline.create(preset, ps, **kwargs), False)
 
 
 def _params(shapes, device):
@@ -105,8 +131,8 @@ def _time(opt, params, steps, clip_first, device) -> float:
     return statistics.median(times)
 
 
-def bench(shape_name, name, repeats, steps, device):
-    ours_factory, torch_factory, fused = CASES[name]
+def bench(shape_name, name, repeats, steps, device, case=None):
+    ours_factory, torch_factory, fused = case or CASES[name]
     ours_p, ref_p = _params(SHAPES[shape_name], device), _params(SHAPES[shape_name], device)
     ours, ref = ours_factory(ours_p), torch_factory(ref_p, fused and device in ("cpu", "cuda"))
     for opt, ps in ((ours, ours_p), (ref, ref_p)):  # warm up, allocate state
@@ -114,7 +140,8 @@ def bench(shape_name, name, repeats, steps, device):
     ours_t, ref_t = [], []
     for _ in range(repeats):
         ours_t.append(_time(ours, ours_p, steps, False, device))
-        ref_t.append(_time(ref, ref_p, steps, name in CLIPPED_REFERENCE, device))
+        ref_t.append(_time(ref, ref_p, steps, case is None and name in CLIPPED_REFERENCE,
+                           device))
     return statistics.median(ours_t), statistics.median(ref_t), "fused" if fused else "foreach"
 
 
@@ -123,8 +150,14 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument("--cases", nargs="*", default=None)
+    parser.add_argument("--baseline", help="a checkout whose optim/ to time ours against "
+                        f"(cases: {', '.join(BASELINE_CASES)})")
     args = parser.parse_args()
+    if args.baseline:
+        baseline = _baseline_optim(args.baseline)
+        return _print_baseline(args, baseline, args.cases or list(BASELINE_CASES))
+    args.cases = args.cases or list(CASES)
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
     print(f"{'shape':<13} {'preset':<18} {'ours ms':>8} {'torch ms':>9} {'torch path':<11} "
           f"{'ratio':>6}")
@@ -136,6 +169,17 @@ def main() -> None:
             if CASES[name][1] is ExtraPassBound:
                 path = "fused+3pass"
             print(f"{shape_name:<13} {name:<18} {ours * 1e3:8.2f} {ref * 1e3:9.2f} {path:<11} "
+                  f"{ours / ref:6.2f}", flush=True)
+
+
+def _print_baseline(args, baseline, cases) -> None:
+    print(f"device={args.device} baseline={args.baseline} threads={torch.get_num_threads()}")
+    print(f"{'shape':<13} {'preset':<18} {'ours ms':>8} {'base ms':>8} {'ratio':>6}")
+    for shape_name in SHAPES:
+        for name in cases:
+            ours, ref, _ = bench(shape_name, name, args.repeats, args.steps, args.device,
+                                 case=_against_baseline(baseline, name))
+            print(f"{shape_name:<13} {name:<18} {ours * 1e3:8.2f} {ref * 1e3:8.2f} "
                   f"{ours / ref:6.2f}", flush=True)
 
 
