@@ -107,18 +107,18 @@ class MLIPModule(L.LightningModule):
         if dm is not None:
             self.dropped_fraction = dm.dropped_fraction
 
-    def on_train_epoch_start(self) -> None:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """The loss weights follow the budget step by step (a run resumed mid-epoch gets the
+        same weights); everything is logged per step, as a resumed run logs it."""
         late = self.stage_two.apply(self.loss_fn, self.first_weights,
                                     training_progress(self.trainer))
-        self.log_dict({"train_max_force_dropped_fraction": self.dropped_fraction,
-                       "train_energy_weight": self.loss_fn.energy_weight,
-                       "train_stage_two": float(late)}, batch_size=1)
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         pred = self.model(batch, compute_stress=self.loss_fn.wants_stress(batch))
         parts = self.loss_fn(pred, batch)
         n = batch["n_atoms"].numel()
         self.log_dict({f"train_{k}": v for k, v in parts.items()}, batch_size=n)
+        self.log_dict({"train_max_force_dropped_fraction": self.dropped_fraction,
+                       "train_energy_weight": self.loss_fn.energy_weight,
+                       "train_stage_two": float(late)}, batch_size=1)
         return parts["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
