@@ -39,6 +39,7 @@ from .clipping import ClipUpdateNorm, ClipUpdateValue
 from .decay import AddDecayedWeights
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
+_ONE = torch.tensor(1.0)  # read only
 # group keys that are not hyperparameters: torch's own, and those torch's LR schedulers and
 # Lightning's LearningRateMonitor ("name") put there
 _NOT_HYPERPARAMETERS = {"params", "param_names", "name", "initial_lr", "max_lr", "min_lr",
@@ -150,7 +151,7 @@ class ChainOptimizer(Optimizer):
         for ctx in ctxs:
             steps = [s["step"] for s in ctx.states]
             if steps[0].is_cpu:  # as torch does: one wrapped scalar, not one per tensor
-                torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
+                torch._foreach_add_(steps, _ONE, alpha=1.0)
             else:
                 torch._foreach_add_(steps, 1.0)
             ctx.stats.steps += 1
@@ -190,8 +191,9 @@ class ChainOptimizer(Optimizer):
             return None
         states = [self._state(p, group) for p in params]
         layout = self._layout(index, params, states)
-        ctx = StepContext(group, index, params, grads, states,
-                          (torch.stack([s["step"] for s in states]) + 1).tolist(), stats,
+        steps = ([s["step"].item() + 1 for s in states] if len(states) < 16 else
+                 (torch.stack([s["step"] for s in states]) + 1).tolist())
+        ctx = StepContext(group, index, params, grads, states, steps, stats,
                           self.record_updates, layout.uniform, layout.contiguous,
                           originals=params)
         if layout.complex or layout.low:
