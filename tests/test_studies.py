@@ -40,23 +40,28 @@ TINY = {
                 "~study.arms.gd.tune.lr", "+study.arms.gd.tune.lr=[0.1, 0.3]",
                 "~study.arms.adam_full_batch.tune.lr",
                 "+study.arms.adam_full_batch.tune.lr=[0.01]"],
-    # transitional: studies still on the previous runner
-    "valley": ["study.quick.seeds=2", "study.quick.steps=200", "study.quick.kappas=[10,100]",
-               "study.quick.lrs=[0.01,0.1]"],
-    "ridge": ["study.quick.seeds=2", "study.quick.steps=200",
-              "study.quick.grid={lr:[0.1],beta1:[0.9],beta2:[0.999]}"],
-    "sparse": ["study.quick.seeds=2", "study.quick.stream_steps=200", "study.quick.horizon=200",
-               "study.spike_at=50", "study.evaluations=20"],
-    "amsgrad": ["study.quick.seeds=2", "study.quick.reddi_steps=100",
-                "study.quick.phase_steps=[50,100,10]"],
-    "adamw": ["study.quick.seeds=2", "study.quick.steps=100", "study.quick.mlp_seeds=2",
-              "study.quick.epochs=2", "study.quick.weight_decays=[0.01,0.1]",
-              "study.n_train=64", "study.n_val=64", "study.width=16"],
-    "cyclic": ["study.quick.seeds=2", "study.quick.epochs=2", "study.quick.cycles=1",
-               "study.quick.lrs=[0.003]", "study.n_train=128", "study.n_val=64"],
-    "robust": ["study.quick.seeds=2", "study.quick.steps=50",
-               "study.quick.contamination=[0.0,0.3]", "study.optimizers.sgd.lrs=[0.01]",
-               "study.optimizers.adam.lrs=[0.01]"],
+    "valley": ["study.quick.seeds={report: 2, tuning: 1}", "study.quick.steps=150",
+               "study.quick.kappas=[10, 100]", "study.rosenbrock.nd=3", "~study.quick.grid",
+               "+study.quick.grid={lr: [0.01, 0.1], beta: [0.9]}"],
+    "ridge": ["study.quick.seeds={report: 2, tuning: 0}", "study.quick.steps=200",
+              "study.quick.grid={lr: [0.1], beta1: [0.5], beta2: [0.99]}"],
+    "sparse": ["study.quick.seeds={report: 2, tuning: 1}", "study.quick.stream_steps=200",
+               "study.quick.horizon=200", "study.spike_at=50", "study.evaluations=20",
+               "study.quick.learn_steps=50", "study.eval_samples=100", "~study.quick.grid",
+               "+study.quick.grid={lr: [0.01]}"],
+    "amsgrad": ["study.quick.seeds={report: 2, tuning: 1}", "study.quick.reddi_steps=100",
+                "study.quick.synthetic_steps=200", "study.quick.phase_steps=[50,100,10]",
+                "~study.quick.grid", "+study.quick.grid={alpha: [0.1]}"],
+    "adamw": ["study.quick.seeds={report: 2, tuning: 1}", "study.quick.steps=100",
+              "study.quick.n_train=128", "study.quick.n_val=64", "study.quick.n_test=64",
+              "study.quick.epochs=1", "study.quick.grid={lr: [0.001], lambda_norm: [0.1]}"],
+    "cyclic": ["study.quick.seeds={report: 2, tuning: 1}", "study.quick.n_train=256",
+               "study.quick.n_val=64", "study.quick.n_test=64", "study.quick.epochs=1",
+               "study.quick.evals=2", "study.quick.cycles=1", "study.quick.target=0.5",
+               "~study.quick.grid", "+study.quick.grid={lr: [0.003]}"],
+    "robust": ["study.quick.seeds={report: 2, tuning: 1}", "study.quick.steps=50",
+               "study.n=200", "study.quick.contamination=[0.0, 0.3]", "~study.quick.grid",
+               "+study.quick.grid={lr: [0.01]}"],
 }
 DOMAIN_STUDIES = ("rl", "mlip")  # end to end in tests/test_studies_domains.py
 
@@ -116,13 +121,12 @@ def assert_matches_csv(table: list[list[str]], results: list[dict]):
                 failed = int(re.search(r"\((\d+)/\d+ diverged\)", text).group(1))
                 assert failed == int(np.sum(~np.isfinite(values))), (metric, cells)
                 continue
-            legacy = "±" in text  # transitional: the previous runner's mean ± std
-            mean_text = re.split(r" \[| ±", text)[0]
+            mean_text = text.split(" [")[0]
             if np.isnan(values).all():
                 assert mean_text == "nan"
                 continue
             assert float(mean_text) == pytest.approx(np.nanmean(values), rel=1e-3, abs=1e-12)
-            if not legacy and len(values) > 1 and "[" in text:
+            if len(values) > 1 and "[" in text:
                 lo = float(text.split("[")[1].split(",")[0])
                 half = sp.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(
                     len(values))
@@ -145,15 +149,14 @@ def check_study_run(out):
     for table in report_tables(text):
         assert_matches_csv(table, results)
     summary = json.loads((out / "summary.json").read_text())
-    if "checks" in summary and summary["checks"] and "criterion" in summary["checks"][0]:
-        assert summary["verdict"] in VERDICTS
-        assert summary["checks"][0]["role"] == "primary"
-        for c in summary["checks"]:
-            assert c["outcome"] in ("supported", "contradicted", "inconclusive")
-            assert "no data" not in c["evidence"], c["id"]  # every check found its rows
-            assert c["criterion"] in text  # printed next to its result
-        assert not set(summary["seeds"]["tuning"]) & set(summary["seeds"]["report"])
-        assert f"**Verdict: {summary['verdict']}.**" in text
+    assert summary["verdict"] in VERDICTS
+    assert summary["checks"][0]["role"] == "primary"
+    for c in summary["checks"]:
+        assert c["outcome"] in ("supported", "contradicted", "inconclusive")
+        assert "no data" not in c["evidence"], c["id"]  # every check found its rows
+        assert c["criterion"] in text  # printed next to its result
+    assert not set(summary["seeds"]["tuning"]) & set(summary["seeds"]["report"])
+    assert f"**Verdict: {summary['verdict']}.**" in text
     return figures, results, summary
 
 

@@ -13,10 +13,10 @@ from pipelines import study
 from pipelines.studies import STUDIES, mlip
 
 TINY_DOMAINS = {
-    "rl": ["study.quick.seeds=2", "study.quick.total_timesteps=2000",
+    "rl": ["study.quick.seeds={report: 2, tuning: 0}", "study.quick.total_timesteps=2000",
            "study.quick.eval_episodes=2", "study.quick.algorithms_used=[reinforce_baseline,ppo]",
-           "study.optimizers={adam:{optim:adam,lr:0.001},sgd:{optim:sgd,lr:0.01,momentum:0.9}}"],
-    "mlip": ["study.quick.seeds=1", "study.quick.n_configs=40", "study.quick.epochs=2",
+           "~study.arms.rmsprop"],
+    "mlip": ["study.quick.seeds={report: 1, tuning: 0}", "study.quick.n_configs=40", "study.quick.epochs=2",
              "study.quick.handlings_used=[none,grad_clip,filter]",
              "study.quick.model=['model.hidden=8','model.num_interactions=1',"
              "'model.num_rbf=8','+data.size=[1,1,1]','+data.snapshots_per_run=5']"],
@@ -63,7 +63,7 @@ def test_epoch_losses_group_steps_by_epoch():
 
 def test_cells_in_worker_processes_equal_cells_in_turn(tmp_path):
     """study.workers > 1: the same runs, in the same order, with the same results."""
-    from pipelines.studies.training import train_all
+    from pipelines.studies.problems.training import train_all
 
     cells = [(["pipeline=rl", "algo=ppo", f"seed={s}", "logger=csv",
                "pipeline.total_timesteps=1024", "trainer.enable_progress_bar=false"],

@@ -1,22 +1,27 @@
 """The application studies: one module per study, each a question about the optimizer library.
 
-A study module has ``CLAIM`` (the statement its data is checked against) and
-``run(p, out_dir) -> Outcome``; `pipelines.studies.runner` writes what every study writes
-(results.csv, summary.csv, report.md, summary.json, the W&B group).
+A study's config (configs/study/NAME.yaml) declares its claim, arms, tuning rule, seeds and
+checks before it runs; its module states the problem and returns the rows: ``run(session)
+-> engine.Result``. The engine (pipelines.studies.engine) tunes the arms, evaluates the
+checks, decides the verdict and writes the report; problems used by several studies live
+in pipelines.studies.problems.
 """
 
 STUDIES = {
-    "valley": "Adam vs GD/momentum in ill-conditioned valleys: steps to f < tol vs condition "
-              "number",
+    "valley": "Adam vs GD/heavy-ball (beta tuned) in valleys: Rosenbrock 2-D, N-d, rotated, "
+              "Beale, quadratics vs condition number",
     "saddle": "escape from a strict saddle started at or near it: escape time vs perturbation",
     "ridge": "Adam on ridge regression vs the closed form, over alpha/beta1/beta2 and schedules",
-    "overfit": "digits CNN on a small subset: Adam vs SGD+momentum, losses, gap, early stopping",
+    "overfit": "Adam vs SGD+momentum: Wilson et al.'s construction and a Fashion-MNIST CNN",
     "sparse": "rare large gradients suppress the effective step for ~1/(1-beta2) steps",
-    "amsgrad": "Reddi et al.'s counterexample and effective-step spikes: Adam vs AMSGrad",
-    "adamw": "weight norms per subspace and generalisation: Adam+L2 vs AdamW",
-    "cyclic": "cyclical base rate on Adam vs constant and cosine, digits MLP",
+    "amsgrad": "Reddi et al.'s counterexamples and regret, effective-step spikes: Adam vs "
+               "AMSGrad",
+    "adamw": "weight norms per subspace and Loshchilov & Hutter's lr x wd grid: Adam+L2 vs "
+             "AdamW",
+    "cyclic": "cyclical lr (LR range test bounds) on Adam vs constant and cosine, "
+              "Fashion-MNIST",
     "clip": "clip before the moments vs clip the update under heavy-tailed gradient noise",
-    "robust": "Huber loss x Adam under outlier contamination: redundant or synergistic?",
+    "robust": "Huber loss x Adam under outlier contamination, linear and non-convex",
     "rl": "policy gradients: Adam vs SGD+momentum vs RMSprop x REINFORCE/PPO, steps to threshold",
     "mlip": "close-approach forces: Adam/AMSGrad/AdamW x force handling, divergence and MAE",
 }

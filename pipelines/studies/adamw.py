@@ -2,9 +2,16 @@
 
 (a) Weight norms per subspace. One parameter vector in three blocks: ``zero`` gets no
     loss gradient, ``small`` and ``large`` get zero-mean gradient noise of scale g and G (a
-    loss linear in w with random coefficients: a gradient history without a pull). The same
-    noise drives plain Adam (no decay), so ``decay_vs_plain`` isolates what decay does.
-(b) Generalisation at equal weight_decay: a digits MLP, lr fixed, weight_decay on a grid.
+    gradient history without a pull). The same noise drives plain Adam (no decay), so
+    ``decay_vs_plain`` isolates what decay does. Fixed lr and wd: a mechanism, not tuned.
+(b) Loshchilov & Hutter's lr x weight-decay grid, on an MLP on Fashion-MNIST with a cosine
+    schedule. Decay is normalised, lambda = lambda_norm sqrt(b / (B T)) (batch b, B
+    training images, T epochs), and given to both arms in the same units: lambda is the
+    fraction of a weight removed per step when the preconditioner is 1, so AdamW gets
+    torch weight_decay = lambda / lr (its decay per step lr * wd = lambda, L&H's eta_t
+    lambda) and Adam+L2 the L2 coefficient lambda / lr (plain SGD at lr would then decay
+    by lambda per step too). The grid on the tuning seeds is the heatmap; each arm's best
+    cell is reported on the report seeds with the official test set.
 """
 
 from __future__ import annotations
@@ -14,15 +21,11 @@ import math
 import numpy as np
 import torch
 
-from . import digits
-from .common import generator, make_optimizer
-from .figures import band, plt, save
-from .report import Check, Outcome, Table
-from .stats import column, difference, less, summarize
+from .engine import Result, Table
+from .engine.arms import generator, make_optimizer
+from .engine.figures import band, plt, save
+from .problems import images
 
-CLAIM = ("Adam with L2 decays weights with a large gradient history less than AdamW does, "
-         "while AdamW decays every weight at the same rate lr*wd, including weights the loss "
-         "never touches; at equal weight_decay AdamW generalises better.")
 SUBSPACES = ("zero", "small", "large")
 DECAYS = ("adam_l2", "adamw")
 
@@ -44,107 +47,119 @@ def subspace_norms(name: str, p, seed: int) -> np.ndarray:
     return torch.stack(norms).numpy()
 
 
-def run(p, out_dir) -> Outcome:
+def decay(p, lr: float, lambda_norm: float) -> float:
+    """torch weight_decay for either arm: lambda / lr, lambda = lambda_norm sqrt(b/(B T))."""
+    return lambda_norm * math.sqrt(p.batch_size / (p.n_train * p.epochs)) / lr
+
+
+def job(p, setting: dict, seed: int, report: bool) -> dict:
+    hp = {k: v for k, v in setting.items() if k != "lambda_norm"}
+    hp["weight_decay"] = decay(p, hp["lr"], setting["lambda_norm"])
+    return {"data": "fashion_mnist", "root": p.data_root, "seed": seed,
+            "sizes": {"train": p.n_train, "val": p.n_val, "test": p.n_test},
+            "model": dict(p.model), "optim": hp, "schedule": {"kind": "cosine"},
+            "epochs": p.epochs, "batch_size": p.batch_size, "evals": 0,
+            "splits": ["val"], "final_splits": ["train", "test"] if report else []}
+
+
+def grid_evaluate(s):
+    def evaluate(settings, seeds):
+        jobs = [(job(s.p, st, seed, False),) for st in settings for seed in seeds]
+        done = iter(s.map(images.fit, jobs))
+        out = []
+        for _ in settings:
+            rows = []
+            for seed in seeds:
+                r = next(done)
+                rows.append({"seed": seed, "final_val_acc": r["final_val_acc"],
+                             "final_val_loss": r["final_val_loss"],
+                             "tuning_score": 1 - r["final_val_acc"]})
+            out.append(rows)
+        return out
+    return evaluate
+
+
+def run(s) -> Result:
+    p = s.p
     rows, norms = [], {}
-    for seed in range(p.seeds):
+    half_life = math.log(2) / (p.lr * p.weight_decay)
+    for seed in s.report_seeds:
         plain = subspace_norms("adam", p, seed)
         for name in DECAYS:
             n = norms[(name, seed)] = subspace_norms(name, p, seed)
             for i, sub in enumerate(SUBSPACES):
                 below = np.nonzero(n[:, i] <= 0.5 * n[0, i])[0]
+                halved = int(below[0]) if len(below) else p.steps
                 rows.append({"part": "a_subspaces", "optimizer": name, "subspace": sub,
                              "seed": seed, "norm_ratio": float(n[-1, i] / n[0, i]),
                              "decay_vs_plain": float(n[-1, i] / plain[-1, i]),
-                             "steps_to_half": int(below[0]) if len(below) else p.steps})
-    for seed in range(p.mlp_seeds):
-        data = digits.splits(p.n_train, p.n_val, seed)
-        for wd in p.weight_decays:
-            for name in DECAYS:
-                torch.manual_seed(seed)
-                net = digits.model("mlp", p.width)
-                opt = make_optimizer({"name": name}, net.parameters(), lr=p.mlp_lr,
-                                     weight_decay=wd)
-                h = digits.train(net, opt, data, p.epochs, p.batch_size, seed)
-                rows.append({"part": "b_digits", "optimizer": name, "weight_decay": wd,
-                             "seed": seed, "final_val_loss": h.val_loss[-1],
-                             "best_val_loss": min(h.val_loss), "final_test_acc": h.test_acc,
-                             "stop_test_acc": h.stop_test_acc})
+                             "steps_to_half": halved,
+                             "half_life_error": abs(halved / half_life - 1)})
+    chosen = {}
+    for arm in s.arms:
+        chosen[arm] = s.tune(arm, grid_evaluate(s), {"part": "b_fashion_mnist"})
+    cells = [(arm, seed) for arm in s.arms for seed in s.report_seeds]
+    jobs = [(job(p, chosen[arm], seed, True),) for arm, seed in cells]
+    for (arm, seed), out in zip(cells, s.map(images.fit, jobs)):
+        rows.append({"part": "b_fashion_mnist", "optimizer": arm, "seed": seed,
+                     "lr": chosen[arm]["lr"], "lambda_norm": chosen[arm]["lambda_norm"],
+                     "final_train_loss": out["final_train_loss"],
+                     "final_test_loss": out["final_test_loss"],
+                     "final_test_acc": out["final_test_acc"], "diverged": out["diverged"]})
     part_a = [r for r in rows if r["part"] == "a_subspaces"]
-    part_b = [r for r in rows if r["part"] == "b_digits"]
+    part_b = [r for r in rows if r["part"] == "b_fashion_mnist"]
     tables = [Table(f"(a) Subspace norms after {p.steps} steps", part_a,
                     ["part", "subspace", "optimizer"],
-                    ["norm_ratio", "decay_vs_plain", "steps_to_half"]),
-              Table("(b) Digits MLP at equal weight_decay", part_b,
-                    ["part", "weight_decay", "optimizer"],
-                    ["final_val_loss", "best_val_loss", "final_test_acc", "stop_test_acc"])]
-    figures = [plot_norms(norms, p, out_dir), plot_digits(part_b, p, out_dir)]
+                    ["norm_ratio", "decay_vs_plain", "steps_to_half", "half_life_error"]),
+              Table("(b) Fashion-MNIST MLP, each arm at its best (lr, lambda_norm) from the "
+                    "tuning grid", part_b, ["part", "optimizer", "lr", "lambda_norm"],
+                    ["final_train_loss", "final_test_loss", "final_test_acc", "diverged"])]
+    figures = [plot_norms(norms, p, s.report_seeds, s.out_dir),
+               plot_heatmaps(s.tuning_rows, s.out_dir)]
     setup = [f"(a) {p.block} weights per block, w0 ~ N(0, 1); gradient noise std 0 / {p.g} / "
              f"{p.G} for zero / small / large; lr={p.lr}, weight_decay={p.weight_decay}, "
              f"{p.steps} steps; AdamW's prediction: every block halves in ln 2 / (lr*wd) = "
-             f"{math.log(2) / (p.lr * p.weight_decay):.4g} steps, until the gradient noise "
-             "sets a floor. decay_vs_plain = norm / the "
-             "norm under Adam without decay on the same noise; steps_to_half = steps until a "
-             "block's norm is half its start (the budget if never).",
-             f"(b) MLP (64-{p.width}-10) on {p.n_train} digits, {p.n_val} for validation, the "
-             f"rest for test; lr={p.mlp_lr}, {p.epochs} epochs, batch {p.batch_size}, "
-             f"weight_decay in {list(p.weight_decays)}; stop_test_acc is at the best-val epoch.",
-             f"Seeds: {p.seeds} for (a), {p.mlp_seeds} for (b)."]
-    return Outcome(rows, tables, figures, checks(part_a, part_b, p), setup, notes(part_a, p))
+             f"{half_life:.4g} steps, until the gradient noise sets a floor. decay_vs_plain = "
+             "norm / the norm under Adam without decay on the same noise; steps_to_half = "
+             "steps until a block's norm is half its start (the budget if never); "
+             "half_life_error = |steps_to_half / (ln 2 / (lr*wd)) - 1|.",
+             f"(b) MLP {dict(p.model)} on {p.n_train} Fashion-MNIST training images ({p.n_val} "
+             f"held out for the grid, the first {p.n_test or 10000} official test images for "
+             f"the report); {p.epochs} epochs, batch {p.batch_size}, cosine schedule to 0; "
+             "lambda = lambda_norm sqrt(b/(B T)); torch weight_decay = lambda / lr for both "
+             "arms (see the module docstring for the units); grid lr x lambda_norm per arm "
+             "on the tuning seeds, scored by validation error."]
+    return Result(rows, tables, figures, setup, notes(s.tuning_rows))
 
 
-def checks(part_a, part_b, p) -> list[Check]:
-    def col(metric, name, sub):
-        return column(part_a, metric, optimizer=name, subspace=sub)
-
-    half_life = math.log(2) / (p.lr * p.weight_decay)
-    halved = {s: summarize(col("steps_to_half", "adamw", s)).mean for s in SUBSPACES}
-    best = {name: min(p.weight_decays, key=lambda wd, n=name: summarize(
-        column(part_b, "best_val_loss", optimizer=n, weight_decay=wd)).mean) for name in DECAYS}
-    acc = {n: column(part_b, "stop_test_acc", optimizer=n, weight_decay=best[n])
-           for n in DECAYS}
-    d = difference(acc["adamw"], acc["adam_l2"])
-    return [
-        Check("Adam+L2 decays the large-gradient block less than AdamW",
-              less(col("decay_vs_plain", "adamw", "large"),
-                   col("decay_vs_plain", "adam_l2", "large")),
-              f"large block, norm / no-decay norm: Adam+L2 "
-              f"{summarize(col('decay_vs_plain', 'adam_l2', 'large')).mean:.3g}, AdamW "
-              f"{summarize(col('decay_vs_plain', 'adamw', 'large')).mean:.3g}"),
-        Check("AdamW decays every block at the rate lr*wd",
-              all(abs(h / half_life - 1) < 0.1 for h in halved.values()),
-              "steps to half the initial norm per block: " + ", ".join(
-                  f"{s} {h:.4g}" for s, h in halved.items())
-              + f"; ln 2 / (lr*wd) = {half_life:.4g}"),
-        Check("AdamW generalises better, each at its best weight_decay (by val loss)",
-              less(acc["adam_l2"], acc["adamw"]),
-              f"test accuracy at early stopping: AdamW {summarize(acc['adamw']).mean:.4f} "
-              f"(wd={best['adamw']:g}) vs Adam+L2 {summarize(acc['adam_l2']).mean:.4f} "
-              f"(wd={best['adam_l2']:g}); difference 95% CI [{d.ci_lo:.3g}, {d.ci_hi:.3g}]"),
-    ]
+def notes(tuning_rows) -> list[str]:
+    """How much each arm's best lambda_norm moves with lr on the grid (L&H's decoupling)."""
+    out = []
+    for arm in DECAYS:
+        rs = [r for r in tuning_rows if r["arm"] == arm]
+        lrs = sorted({r["tune_lr"] for r in rs})
+        best = []
+        for lr in lrs:
+            cells = {}
+            for r in rs:
+                if r["tune_lr"] == lr:
+                    cells.setdefault(r["tune_lambda_norm"], []).append(r["tuning_score"])
+            best.append(min(cells, key=lambda k: np.mean(cells[k])))
+        spread = float(np.ptp(np.log10(best))) if len(best) > 1 else 0.0
+        out.append(f"{arm}: the best lambda_norm per lr on the tuning grid is "
+                   + ", ".join(f"{b:.3g} at lr {lr:.3g}" for lr, b in zip(lrs, best))
+                   + f"; it spans {spread:.2g} decades across lr (0 when lr and decay are "
+                   "decoupled).")
+    return out
 
 
-def notes(part_a, p) -> list[str]:
-    """What Adam+L2 does to weights the loss never touches: the decay gradient wd*w is all
-    of their gradient, and Adam normalises it to a step of about lr."""
-    def mean(metric, name):
-        return summarize(column(part_a, metric, optimizer=name, subspace="zero")).mean
-
-    faster = mean("steps_to_half", "adam_l2") < mean("steps_to_half", "adamw")
-    return [f"Zero-gradient block: halved after {mean('steps_to_half', 'adam_l2'):.4g} steps "
-            f"under Adam+L2 and {mean('steps_to_half', 'adamw'):.4g} under AdamW; final norm "
-            f"ratio {mean('norm_ratio', 'adam_l2'):.3g} vs {mean('norm_ratio', 'adamw'):.3g}. "
-            f"Adam+L2 normalises the decay gradient wd*w, the only gradient such a weight has, "
-            f"to a step of about lr={p.lr:g}, so here it decays these weights "
-            + ("faster than AdamW, not slower." if faster else "no faster than AdamW.")]
-
-
-def plot_norms(norms, p, out_dir):
+def plot_norms(norms, p, seeds, out_dir):
     fig, ax = plt.subplots(figsize=(7, 4.3))
     t = np.arange(p.steps + 1)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, sub in enumerate(SUBSPACES):
         for name, style in (("adam_l2", "-"), ("adamw", "--")):
-            curves = [norms[(name, s)][:, i] / norms[(name, s)][0, i] for s in range(p.seeds)]
+            curves = [norms[(name, s)][:, i] / norms[(name, s)][0, i] for s in seeds]
             band(ax, t, curves, f"{name}, {sub}-gradient block", color=colors[i], ls=style)
     ax.plot(t, np.exp(-p.lr * p.weight_decay * t), color="gray", ls=":",
             label="exp(-lr*wd*t)")
@@ -155,15 +170,29 @@ def plot_norms(norms, p, out_dir):
     return save(fig, out_dir / "subspace_norms.png")
 
 
-def plot_digits(part_b, p, out_dir):
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name in DECAYS:
-        s = [summarize(column(part_b, "stop_test_acc", optimizer=name, weight_decay=wd))
-             for wd in p.weight_decays]
-        ax.errorbar(list(p.weight_decays), [x.mean for x in s], yerr=[x.std for x in s],
-                    marker="o", capsize=3, label=name)
-    ax.set_xscale("log")
-    ax.set(xlabel="weight_decay", ylabel="test accuracy at early stopping",
-           title=f"digits MLP, lr={p.mlp_lr:g}, mean ± std over seeds")
-    ax.legend()
-    return save(fig, out_dir / "digits_vs_weight_decay.png")
+def plot_heatmaps(tuning_rows, out_dir):
+    """L&H's Fig. 2: validation error over lr x lambda_norm, per arm (tuning seeds)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, arm in zip(axes, DECAYS):
+        rs = [r for r in tuning_rows if r["arm"] == arm]
+        lrs = sorted({r["tune_lr"] for r in rs})
+        lams = sorted({r["tune_lambda_norm"] for r in rs})
+        grid = np.full((len(lams), len(lrs)), np.nan)
+        for i, lam in enumerate(lams):
+            for j, lr in enumerate(lrs):
+                v = [r["tuning_score"] for r in rs if r["tune_lr"] == lr
+                     and r["tune_lambda_norm"] == lam]
+                if v:
+                    grid[i, j] = 100 * np.mean(v)
+        im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r")
+        for i in range(len(lams)):
+            for j in range(len(lrs)):
+                if np.isfinite(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=7,
+                            color="white")
+        ax.set_xticks(range(len(lrs)), [f"{x:.2g}" for x in lrs], fontsize=7)
+        ax.set_yticks(range(len(lams)), [f"{x:.2g}" for x in lams], fontsize=7)
+        ax.set(xlabel="lr", ylabel="normalised weight decay lambda_norm",
+               title=f"{arm}: validation error % (tuning seeds)")
+        fig.colorbar(im, ax=ax)
+    return save(fig, out_dir / "lr_weight_decay_heatmap.png")

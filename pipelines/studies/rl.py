@@ -13,14 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .figures import band, plt, save
-from .report import Check, Outcome, Table
-from .stats import column, less, summarize
-from .training import train_all
+from .engine import Result, Table
+from .engine.figures import band, plt, save
+from .engine.stats import column, summarize
+from .problems.training import train_all
 
-CLAIM = ("Policy gradients are noisy; Adam's adaptive denominator tempers noisy components and "
-         "stabilises learning: with the same algorithm Adam reaches the return threshold in "
-         "fewer env steps than SGD+momentum, and its final returns spread less across seeds.")
 METRICS = ["steps_to_threshold", "reached", "final_return", "eval_return",
            "pg_grad_variance_mean"]
 
@@ -40,7 +37,7 @@ def on_grid(grid, xs, ys):
 
 
 def overrides_for(p, env: str, algo: str, opt: str, seed: int) -> list[str]:
-    e, a, o = p.envs[env], p.algorithms[algo], p.optimizers[opt]
+    e, a, o = p.envs[env], p.algorithms[algo], p.arms[opt].optim
     out = ["pipeline=rl", f"env.id={env}", f"seed={seed}", "logger=csv",
            "trainer.enable_progress_bar=false",
            f"pipeline.total_timesteps={p.total_timesteps}",
@@ -51,14 +48,16 @@ def overrides_for(p, env: str, algo: str, opt: str, seed: int) -> list[str]:
     return out
 
 
-def run(p, out_dir) -> Outcome:
-    out_dir = Path(out_dir)
+def run(s) -> Result:
+    p, out_dir = s.p, Path(s.out_dir)
+    for opt in s.arms:
+        s.tune(opt, None)  # fixed: each optimizer at its conventional RL rate
     rows, curves = [], {}
     keys = [(env, algo, opt, seed) for env in p.envs_used for algo in p.algorithms_used
-            for opt in p.optimizers for seed in range(p.seeds)]
+            for opt in s.arms for seed in s.report_seeds]
     cells = [(overrides_for(p, *key), out_dir / "runs" / "{}-{}-{}-s{}".format(*key))
              for key in keys]
-    for (env, algo, opt, seed), (m, csv_rows) in zip(keys, train_all(cells, p.workers)):
+    for (env, algo, opt, seed), (m, csv_rows) in zip(keys, train_all(cells, s.workers)):
         reached = m.get("steps_to_threshold")
         variance = series(csv_rows, "diagnostics/pg_grad_variance")
         var = variance[1]
@@ -74,20 +73,21 @@ def run(p, out_dir) -> Outcome:
     add_spread(rows)
     table = Table("Per env, algorithm and optimizer (steps_to_threshold: the budget when never "
                   "reached)", rows, ["env", "algorithm", "optimizer"], METRICS)
-    figures = [plot(curves, p, out_dir, 0, "episodic return", "return_curves.png"),
-               plot(curves, p, out_dir, 1, "pg_grad_variance", "pg_grad_variance.png",
-                    log=True)]
     setup = [f"Envs {list(p.envs_used)} (thresholds "
              + ", ".join(f"{e}: {p.envs[e].threshold}" for e in p.envs_used)
              + f"); algorithms {list(p.algorithms_used)}; {p.total_timesteps} env steps per "
-             f"run; {p.seeds} seeds; every run is `adamlab train pipeline=rl` with logger=csv.",
+             f"run; seeds {s.report_seeds}; every run is `adamlab train pipeline=rl` with "
+             "logger=csv.",
              "Optimizers at their usual RL rates: " + "; ".join(
-                 f"{n} = {dict(s)}" for n, s in p.optimizers.items()) + ".",
+                 f"{n} = {dict(p.arms[n].optim)}" for n in s.arms) + " (not tuned).",
              "final_return = mean return of the last 20 training episodes; eval_return = "
              "greedy evaluation at the end; pg_grad_variance_mean = mean over training of the "
              "pipeline's policy-gradient variance across minibatches. The spread check "
-             "compares |final_return - group median| (a Levene-style test) by Welch's CI."]
-    return Outcome(rows, [table], figures, checks(rows, p), setup, notes(rows, p))
+             "compares |final_return - group median| (a Levene-style test), unpaired."]
+    figures = [plot(curves, p, s, out_dir, 0, "episodic return", "return_curves.png"),
+               plot(curves, p, s, out_dir, 1, "pg_grad_variance", "pg_grad_variance.png",
+                    log=True)]
+    return Result(rows, [table], figures, setup, notes(rows, p, s))
 
 
 def add_spread(rows):
@@ -102,38 +102,12 @@ def add_spread(rows):
                                         if r["final_return"] is not None else math.nan)
 
 
-def checks(rows, p) -> list[Check]:
-    out = []
-    for env in p.envs_used:
-        for algo in p.algorithms_used:
-            def col(key, opt, env=env, algo=algo):
-                return column(rows, key, env=env, algorithm=algo, optimizer=opt)
-            sa, ss = col("steps_to_threshold", "adam"), col("steps_to_threshold", "sgd")
-            out.append(Check(
-                f"{env}/{algo}: Adam reaches the threshold in fewer steps than SGD+momentum",
-                less(sa, ss),
-                f"steps to threshold Adam {summarize(sa).mean:.4g} vs SGD "
-                f"{summarize(ss).mean:.4g} (reached {sum(col('reached', 'adam'))}/{len(sa)} "
-                f"vs {sum(col('reached', 'sgd'))}/{len(ss)})"))
-            da, ds = col("final_return_absdev", "adam"), col("final_return_absdev", "sgd")
-            fa, fs = summarize(col("final_return", "adam")), summarize(col("final_return", "sgd"))
-            # |x - median| is constant within a pair of seeds: the test needs three
-            spread = less(da, ds) if min(len(da), len(ds)) >= 3 else None
-            out.append(Check(
-                f"{env}/{algo}: Adam's final returns spread less than SGD+momentum's",
-                spread,
-                f"final return Adam {fa.mean:.4g} ± {fa.std:.3g} vs SGD {fs.mean:.4g} ± "
-                f"{fs.std:.3g}; mean |dev from median| {summarize(da).mean:.3g} vs "
-                f"{summarize(ds).mean:.3g}"))
-    return out
-
-
-def notes(rows, p) -> list[str]:
+def notes(rows, p, s) -> list[str]:
     out = []
     for env in p.envs_used:
         for algo in p.algorithms_used:
             v = {o: summarize(column(rows, "pg_grad_variance_mean", env=env, algorithm=algo,
-                                     optimizer=o)).mean for o in p.optimizers}
+                                     optimizer=o)).mean for o in s.arms}
             out.append(f"{env}/{algo}: mean pg_grad_variance "
                        + ", ".join(f"{o} {x:.3g}" for o, x in v.items())
                        + " (measured on each optimizer's own trajectory, so it mixes the "
@@ -141,7 +115,7 @@ def notes(rows, p) -> list[str]:
     return out
 
 
-def plot(curves, p, out_dir, which, ylabel, name, log=False):
+def plot(curves, p, s, out_dir, which, ylabel, name, log=False):
     envs, algos = list(p.envs_used), list(p.algorithms_used)
     fig, axes = plt.subplots(len(envs), len(algos), figsize=(4.5 * len(algos), 3.6 * len(envs)),
                              squeeze=False)
@@ -149,9 +123,9 @@ def plot(curves, p, out_dir, which, ylabel, name, log=False):
     for i, env in enumerate(envs):
         for j, algo in enumerate(algos):
             ax = axes[i][j]
-            for opt in p.optimizers:
-                ys = [on_grid(grid, *curves[(env, algo, opt, s)][which])
-                      for s in range(p.seeds)]
+            for opt in s.arms:
+                ys = [on_grid(grid, *curves[(env, algo, opt, seed)][which])
+                      for seed in s.report_seeds]
                 band(ax, grid, ys, opt)
             if log:
                 ax.set_yscale("log")

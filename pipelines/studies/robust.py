@@ -1,10 +1,16 @@
 """robust: outlier contamination, {MSE, Huber} x {SGD, Adam}: redundant or synergistic?
 
-Linear regression y = X w* + noise; a fraction rho of the rows is replaced by outliers
-y = slope * (X w*) + N(0, outlier_noise^2), which pull the least-squares fit away from w*.
-Minibatch training from w=0; each seed is a row of one batched parameter (both optimizers
-act elementwise). lr is tuned per (loss, optimizer) on clean data (rho=0), as a user
-defending against unknown contamination would.
+(a) Linear regression y = X w* + noise; a fraction rho of the rows is replaced by outliers
+    y = slope * (X w*) + N(0, outlier_noise^2), which pull the least-squares fit away from
+    w*. Error: |w - w*| / |w*|.
+(b) A non-convex model where the optimization path matters: a one-hidden-layer tanh
+    network fit to a teacher of the same form (y = a' tanh(W x) + noise), the same
+    outliers, from a seeded random initialisation. Error: the student's mean squared
+    distance to the teacher's clean function on fresh inputs, over that function's
+    variance.
+Minibatch training; every (setting, seed) its own param group. lr is tuned per (loss,
+optimizer) on clean data (rho=0) on the tuning seeds, as a user defending against unknown
+contamination would.
 
 Interaction on log errors, paired by seed: I = log E(huber, adam) - log E(huber, sgd)
 - log E(mse, adam) + log E(mse, sgd). I < 0: together better than the product of the
@@ -13,171 +19,218 @@ separate gains (synergy); I > 0: sub-multiplicative (redundant).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from .common import describe, generator, make_optimizer
-from .figures import plt, save
-from .report import Check, Outcome, Table
-from .stats import column, less, summarize
+from .engine import Result, Table
+from .engine.arms import describe, generator, grouped_optimizer
+from .engine.figures import plt, save
+from .engine.stats import column, summarize
 
-CLAIM = ("Huber loss and Adam are synergistic defences against outliers: each lowers the "
-         "parameter error under contamination, and together they lower it by more than the "
-         "product of their separate gains.")
 LOSSES = ("mse", "huber")
 
 
-def data(p, rho: float, seeds: int):
-    """X (S, n, d), y (S, n), w* (S, d); the same clean design for every rho."""
-    xs, ys, ws = [], [], []
-    for s in range(seeds):
-        g = generator(s)
-        x = torch.randn(p.n, p.d, generator=g, dtype=torch.float64)
-        w = torch.randn(p.d, generator=g, dtype=torch.float64)
-        y = x @ w + p.noise * torch.randn(p.n, generator=g, dtype=torch.float64)
-        bad = torch.randperm(p.n, generator=g)[: int(rho * p.n)]
-        y[bad] = p.outlier.slope * (x[bad] @ w) + p.outlier.noise * torch.randn(
-            len(bad), generator=g, dtype=torch.float64)
-        xs.append(x), ys.append(y), ws.append(w)
-    return torch.stack(xs), torch.stack(ys), torch.stack(ws)
+def outliers(p, y_clean: torch.Tensor, rho: float, g: torch.Generator) -> torch.Tensor:
+    y = y_clean.clone()
+    bad = torch.randperm(len(y), generator=g)[: int(rho * len(y))]
+    y[bad] = p.outlier.slope * y_clean[bad] + p.outlier.noise * torch.randn(
+        len(bad), generator=g, dtype=torch.float64)
+    return y
 
 
-def fit(p, loss: str, spec, lr: float, x, y, w_star):
-    """Relative parameter error |w - w*| / |w*| per seed, every ``eval_every`` steps."""
-    seeds = len(w_star)
-    w = torch.zeros(seeds, p.d, dtype=torch.float64, requires_grad=True)
-    opt = make_optimizer(spec, [w], lr=lr)
+def linear_data(p, rho: float, seed: int):
+    """X (n, d), y (n,), w*: the same clean design for every rho."""
+    g = generator(seed)
+    x = torch.randn(p.n, p.d, generator=g, dtype=torch.float64)
+    w = torch.randn(p.d, generator=g, dtype=torch.float64)
+    y = x @ w + p.noise * torch.randn(p.n, generator=g, dtype=torch.float64)
+    return x, outliers(p, y, rho, g), w
+
+
+def teacher(p, seed: int):
+    g = generator(90_000 + seed)
+    h, d = p.net.teacher_hidden, p.d
+    return (torch.randn(h, d, generator=g, dtype=torch.float64) / math.sqrt(d),
+            torch.randn(h, generator=g, dtype=torch.float64))
+
+
+def net_data(p, rho: float, seed: int):
+    g = generator(seed)
+    x = torch.randn(p.n, p.d, generator=g, dtype=torch.float64)
+    w, a = teacher(p, seed)
+    y = torch.tanh(x @ w.T) @ a + p.noise * torch.randn(p.n, generator=g, dtype=torch.float64)
+    return x, outliers(p, y, rho, g), (w, a)
+
+
+def psi(loss: str, r: torch.Tensor, delta: float) -> torch.Tensor:
+    """d loss / d residual: r (MSE/2) or r clipped at delta (Huber)."""
+    return r if loss == "mse" else r.clamp(-delta, delta)
+
+
+def fit(p, model: str, loss: str, settings: list[dict], rho: float, seeds: list[int]):
+    """Per setting, per seed: the error averaged over the last tenth of the run and the first
+    evaluation within 10% of the way from the start to it (steps_to_converge)."""
+    make = linear_data if model == "linear" else net_data
+    data = [make(p, rho, s) for s in seeds]
+    runs = [(si, j) for si in range(len(settings)) for j in range(len(seeds))]
+    x = torch.stack([data[j][0] for _, j in runs])
+    y = torch.stack([data[j][1] for _, j in runs])
+    if model == "linear":
+        params = [[torch.zeros(p.d, dtype=torch.float64, requires_grad=True)] for _ in runs]
+    else:
+        params = []
+        for _, j in runs:  # the same initialisation for every setting of one seed
+            g = generator(80_000 + seeds[j])
+            h = p.net.student_hidden
+            params.append([(torch.randn(h, p.d, generator=g, dtype=torch.float64)
+                            / math.sqrt(p.d)).requires_grad_(True),
+                           (torch.randn(h, generator=g, dtype=torch.float64)
+                            / math.sqrt(h)).requires_grad_(True)])
+    opt = grouped_optimizer([settings[si] for si, _ in runs], params)
+    fresh = torch.randn(p.net.eval_points, p.d, generator=generator(7), dtype=torch.float64)
+    targets = None
+    if model == "net":
+        targets = torch.stack([torch.tanh(fresh @ data[j][2][0].T) @ data[j][2][1]
+                               for _, j in runs])
     g = generator(99)
     errors = []
+
+    def error():
+        if model == "linear":
+            w = torch.stack([q[0].detach() for q in params])
+            w_star = torch.stack([data[j][2] for _, j in runs])
+            return ((w - w_star).norm(dim=1) / w_star.norm(dim=1)).numpy()
+        with torch.no_grad():
+            pred = torch.stack([torch.tanh(fresh @ q[0].T) @ q[1] for q in params])
+        return (((pred - targets) ** 2).mean(1) / targets.var(1)).numpy()
+
     for t in range(p.steps + 1):
         if t % p.eval_every == 0:
-            errors.append(((w.detach() - w_star).norm(dim=1) / w_star.norm(dim=1)).numpy())
+            errors.append(error())
         if t == p.steps:
             break
-        idx = torch.randint(0, p.n, (seeds, p.batch_size), generator=g)
+        idx = torch.randint(0, p.n, (len(runs), p.batch_size), generator=g)
         xb = torch.gather(x, 1, idx[..., None].expand(-1, -1, p.d))
-        r = torch.einsum("sbd,sd->sb", xb, w.detach()) - torch.gather(y, 1, idx)
-        psi = r if loss == "mse" else r.clamp(-p.huber_delta, p.huber_delta)
-        w.grad = torch.einsum("sb,sbd->sd", psi, xb) / p.batch_size
+        yb = torch.gather(y, 1, idx)
+        if model == "linear":
+            w = torch.stack([q[0].detach() for q in params])
+            r = torch.einsum("sbd,sd->sb", xb, w) - yb
+            for q, grad in zip(params, torch.einsum("sb,sbd->sd", psi(loss, r, p.huber_delta),
+                                                    xb) / p.batch_size):
+                q[0].grad = grad
+        else:
+            for q, xr, yr in zip(params, xb, yb):
+                hidden = torch.tanh(xr @ q[0].detach().T)
+                r = hidden @ q[1].detach() - yr
+                gr = psi(loss, r, p.huber_delta) / p.batch_size
+                q[1].grad = hidden.T @ gr
+                q[0].grad = ((gr[:, None] * q[1].detach()) * (1 - hidden**2)).T @ xr
         opt.step()
-    return np.stack(errors, 1)
+    errors = np.stack(errors, 1)
+    final, steps = summary(errors, p.eval_every)
+    out = [[] for _ in settings]
+    for r, (si, j) in enumerate(runs):
+        ok = np.isfinite(final[r])
+        out[si].append({"seed": seeds[j], "error": float(final[r]) if ok else math.inf,
+                        "steps_to_converge": int(steps[r])})
+    return out
 
 
 def summary(errors: np.ndarray, every: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per seed: error averaged over the last tenth of the run, and the first evaluation
+    """Per run: error averaged over the last tenth of the run, and the first evaluation
     step that has covered 90% of the way from the starting error to it."""
     final = errors[:, -max(1, errors.shape[1] // 10):].mean(1)
     within = np.abs(errors - final[:, None]) <= 0.1 * np.abs(errors[:, :1] - final[:, None])
     return final, within.argmax(1) * every
 
 
-def run(p, out_dir) -> Outcome:
+def run(s) -> Result:
+    p = s.p
     rows = []
-    for rho in p.contamination:
-        x, y, w_star = data(p, rho, p.seeds)
+    for model in p.models:
         for loss in LOSSES:
-            for name, spec in p.optimizers.items():
-                for lr in spec.lrs:
-                    final, steps = summary(fit(p, loss, spec.optim, lr, x, y, w_star),
-                                           p.eval_every)
-                    rows += [{"part": "a_runs", "contamination": rho, "loss": loss,
-                              "optimizer": name, "lr": lr, "seed": s,
-                              "param_error": float(final[s]),
-                              "steps_to_converge": int(steps[s])} for s in range(p.seeds)]
-    best = {(loss, name): min(spec.lrs, key=lambda lr, loss=loss, name=name: summarize(
-        column(rows, "param_error", contamination=0.0, loss=loss, optimizer=name, lr=lr)).mean)
-        for loss in LOSSES for name, spec in p.optimizers.items()}
-    tuned = [r for r in rows if best[(r["loss"], r["optimizer"])] == r["lr"]]
-    inter = interactions(tuned, p)
-    rows += inter
-    tables = [Table("(a) Parameter error and steps to converge, lr tuned on clean data", tuned,
-                    ["part", "contamination", "loss", "optimizer", "lr"],
-                    ["param_error", "steps_to_converge"]),
-              Table("(b) Gains (log error ratios, > 0 helps) and interaction (< 0: synergy)",
-                    inter, ["part", "contamination"],
+            for arm in s.arms:
+                def evaluate(settings, seeds, model=model, loss=loss):
+                    return fit(p, model, loss, settings, 0.0, seeds)
+                hp = s.tune(arm, evaluate, {"model": model, "loss": loss})
+                for rho in p.contamination:
+                    rows += [{"part": "runs", "model": model, "contamination": rho,
+                              "loss": loss, "optimizer": arm, "lr": hp["lr"], **r}
+                             for r in fit(p, model, loss, [hp], rho, s.report_seeds)[0]]
+    inter = interactions(rows, p, s.report_seeds)
+    tables = [Table("(a, b) Error and steps to converge, lr tuned on clean data",
+                    rows, ["part", "model", "contamination", "loss", "optimizer", "lr"],
+                    ["error", "steps_to_converge"]),
+              Table("Gains (log error ratios, > 0 helps) and interaction (< 0: synergy)",
+                    inter, ["part", "model", "contamination"],
                     ["huber_gain_sgd", "huber_gain_adam", "adam_gain_mse", "adam_gain_huber",
                      "interaction"])]
-    figures = [plot(tuned, p, out_dir)]
-    setup = [f"n={p.n}, d={p.d}, X ~ N(0, 1), w* ~ N(0, 1), noise std {p.noise}; a fraction "
-             f"rho in {list(p.contamination)} of the rows replaced by y = "
-             f"{p.outlier.slope} * x.w* + N(0, {p.outlier.noise}^2).",
-             f"Losses: MSE and Huber (delta={p.huber_delta}); optimizers "
-             + "; ".join(f"{n} = {describe(s.optim)}, lr in {list(s.lrs)}"
-                         for n, s in p.optimizers.items())
-             + "; lr tuned on rho=0 per (loss, optimizer): "
-             + ", ".join(f"{loss} + {name} {lr:g}" for (loss, name), lr in best.items()) + ".",
-             f"Batch {p.batch_size}, {p.steps} steps from w=0. param_error = |w - w*| / |w*| "
-             "averaged over the last tenth of the run; steps_to_converge = first evaluation "
-             f"(every {p.eval_every} steps) 90% of the way from the starting error to it. "
-             f"{p.seeds} seeds."]
-    return Outcome(rows, tables, figures, checks(tuned, inter, p), setup, notes(tuned, p))
+    figures = [plot(rows, p, s.arms, s.out_dir)]
+    setup = [f"n={p.n}, d={p.d}, x ~ N(0, 1), noise std {p.noise}; a fraction rho in "
+             f"{list(p.contamination)} of the labels replaced by {p.outlier.slope} * clean "
+             f"label + N(0, {p.outlier.noise}^2).",
+             f"(a) linear, w* ~ N(0, 1), from w=0. (b) teacher a' tanh(W x) with "
+             f"{p.net.teacher_hidden} hidden units (W ~ N(0, 1/d), a ~ N(0, 1)), student with "
+             f"{p.net.student_hidden}, seeded initialisation shared by every arm; error on "
+             f"{p.net.eval_points} fresh inputs relative to the teacher's variance.",
+             f"Losses: MSE and Huber (delta={p.huber_delta}); arms "
+             + "; ".join(f"{n} = {describe(s.arms[n]['fixed'])}" for n in s.arms)
+             + "; lr tuned on rho=0 per (model, loss, optimizer) on the tuning seeds by the "
+             "final error.",
+             f"Batch {p.batch_size}, {p.steps} steps. error is averaged over the last tenth of "
+             "the run; steps_to_converge = first evaluation (every "
+             f"{p.eval_every} steps) 90% of the way from the starting error to it."]
+    return Result(rows + inter, tables, figures, setup, notes(rows, p))
 
 
-def interactions(tuned, p) -> list[dict]:
+def interactions(rows, p, seeds) -> list[dict]:
     out = []
-    for rho in p.contamination:
-        if rho == 0:
-            continue
-        for s in range(p.seeds):
-            e = {(r["loss"], r["optimizer"]): np.log(r["param_error"]) for r in tuned
-                 if r["contamination"] == rho and r["seed"] == s}
-            out.append({"part": "b_interaction", "contamination": rho, "seed": s,
-                        "huber_gain_sgd": e[("mse", "sgd")] - e[("huber", "sgd")],
-                        "huber_gain_adam": e[("mse", "adam")] - e[("huber", "adam")],
-                        "adam_gain_mse": e[("mse", "sgd")] - e[("mse", "adam")],
-                        "adam_gain_huber": e[("huber", "sgd")] - e[("huber", "adam")],
-                        "interaction": e[("huber", "adam")] - e[("huber", "sgd")]
-                        - e[("mse", "adam")] + e[("mse", "sgd")]})
+    for model in p.models:
+        for rho in p.contamination:
+            if rho == 0:
+                continue
+            for seed in seeds:
+                e = {(r["loss"], r["optimizer"]): math.log(r["error"]) for r in rows
+                     if r["model"] == model and r["contamination"] == rho and r["seed"] == seed}
+                out.append({"part": "interaction", "model": model, "contamination": rho,
+                            "seed": seed,
+                            "huber_gain_sgd": e[("mse", "sgd")] - e[("huber", "sgd")],
+                            "huber_gain_adam": e[("mse", "adam")] - e[("huber", "adam")],
+                            "adam_gain_mse": e[("mse", "sgd")] - e[("mse", "adam")],
+                            "adam_gain_huber": e[("huber", "sgd")] - e[("huber", "adam")],
+                            "interaction": e[("huber", "adam")] - e[("huber", "sgd")]
+                            - e[("mse", "adam")] + e[("mse", "sgd")]})
     return out
 
 
-def checks(tuned, inter, p) -> list[Check]:
-    rho = max(p.contamination)
-
-    def err(loss, name):
-        return column(tuned, "param_error", contamination=rho, loss=loss, optimizer=name)
-
-    def mean(loss, name):
-        return summarize(err(loss, name)).mean
-
-    i = summarize(column(inter, "interaction", contamination=rho))
-    synergy = True if i.ci_hi < 0 else (False if i.ci_lo > 0 else None)
-    return [
-        Check(f"Huber lowers the parameter error under SGD (rho={rho:g})",
-              less(err("huber", "sgd"), err("mse", "sgd")),
-              f"SGD: Huber {mean('huber', 'sgd'):.3g} vs MSE {mean('mse', 'sgd'):.3g}"),
-        Check(f"Adam lowers the parameter error under MSE (rho={rho:g})",
-              less(err("mse", "adam"), err("mse", "sgd")),
-              f"MSE: Adam {mean('mse', 'adam'):.3g} vs SGD {mean('mse', 'sgd'):.3g}"),
-        Check(f"Huber and Adam are synergistic (rho={rho:g})", synergy,
-              f"interaction {i.mean:.3g}, 95% CI [{i.ci_lo:.3g}, {i.ci_hi:.3g}] "
-              f"(Huber + Adam {mean('huber', 'adam'):.3g})"),
-    ]
-
-
-def notes(tuned, p) -> list[str]:
+def notes(rows, p) -> list[str]:
     rho = max(p.contamination)
     out = []
-    for loss in LOSSES:
-        steps = {n: summarize(column(tuned, "steps_to_converge", contamination=rho, loss=loss,
-                                     optimizer=n)).mean for n in p.optimizers}
-        out.append(f"rho={rho:g}, {loss}: steps to converge " + ", ".join(
-            f"{n} {v:.4g}" for n, v in steps.items()) + ".")
+    for model in p.models:
+        for loss in LOSSES:
+            steps = {n: summarize(column(rows, "steps_to_converge", model=model,
+                                         contamination=rho, loss=loss, optimizer=n)).mean
+                     for n in ("sgd", "adam")}
+            out.append(f"{model}, rho={rho:g}, {loss}: steps to converge " + ", ".join(
+                f"{n} {v:.4g}" for n, v in steps.items()) + ".")
     return out
 
 
-def plot(tuned, p, out_dir):
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+def plot(rows, p, arms, out_dir):
+    fig, axes = plt.subplots(1, len(p.models), figsize=(5.5 * len(p.models), 4.2),
+                             squeeze=False)
     rhos = list(p.contamination)
-    for loss, style in (("mse", "-"), ("huber", "--")):
-        for name in p.optimizers:
-            for axis, metric in ((ax, "param_error"), (bx, "steps_to_converge")):
-                s = [summarize(column(tuned, metric, contamination=r, loss=loss,
-                                      optimizer=name)) for r in rhos]
-                axis.errorbar(rhos, [x.mean for x in s], yerr=[x.std for x in s], ls=style,
-                              marker="o", capsize=3, label=f"{loss} + {name}")
-    ax.set_yscale("log")
-    ax.set(xlabel="outlier fraction rho", ylabel="|w - w*| / |w*|", title="parameter error")
-    bx.set(xlabel="outlier fraction rho", ylabel="steps", title="steps to converge")
-    ax.legend(fontsize=8)
+    for ax, model in zip(axes[0], p.models):
+        for loss, style in (("mse", "-"), ("huber", "--")):
+            for name in arms:
+                st = [summarize(column(rows, "error", model=model, contamination=r, loss=loss,
+                                       optimizer=name)) for r in rhos]
+                ax.errorbar(rhos, [x.mean for x in st], yerr=[x.std for x in st], ls=style,
+                            marker="o", capsize=3, label=f"{loss} + {name}")
+        ax.set_yscale("log")
+        ax.set(xlabel="outlier fraction rho", ylabel="error (see setup)",
+               title=f"{model}: error vs contamination (lr tuned on clean data)")
+        ax.legend(fontsize=8)
     return save(fig, out_dir / "robust.png")

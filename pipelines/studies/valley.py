@@ -1,9 +1,11 @@
-"""valley: how many steps GD, heavy-ball momentum and Adam need to reach f < tol in narrow
-valleys: Rosenbrock and 2-d quadratics with condition number kappa, axis-aligned (Adam's
-per-coordinate scaling can undo the conditioning) and rotated by 45 degrees (it cannot).
+"""valley: steps to f < tol in narrow valleys for GD, heavy-ball momentum (beta tuned) and
+Adam, each tuned per problem on its own grid.
 
-Every (problem, seed, lr) is one row of a batched run: the optimizers act elementwise, so
-rows of one parameter tensor are independent runs; one param group per lr.
+Problems (every minimum has f = 0): Rosenbrock in 2-D and N-d (the chained form), the 2-D
+Rosenbrock behind a fixed rotation, Beale's function, and 2-d quadratics with eigenvalues
+1 and 1/kappa, axis-aligned (Adam's per-coordinate scaling can undo the conditioning) or
+rotated by 45 degrees (it cannot). A seed draws the start. Every (setting, seed) of one
+problem is a row of one batched run, one param group per setting.
 """
 
 from __future__ import annotations
@@ -13,221 +15,247 @@ import math
 import numpy as np
 import torch
 
-from .common import describe, generator, make_optimizer
-from .figures import plt, save
-from .report import Check, Outcome, Table
-from .stats import column, less, summarize
-
-CLAIM = ("In ill-conditioned valleys Adam reaches f < tol in fewer steps than gradient descent "
-         "and heavy-ball momentum (each with its best lr from a grid), and its advantage grows "
-         "with the condition number.")
+from .engine import Result, Table
+from .engine.arms import describe, generator, grouped_optimizer
+from .engine.figures import plt, save
+from .engine.stats import column, summarize
 
 
-def problems(p) -> list[dict]:
-    out = [{"problem": "rosenbrock", "kappa": None, "rotated": False}]
-    for rotated in (False, True):
-        for kappa in p.kappas:
-            out.append({"problem": f"quad_k{int(kappa)}_{'rotated' if rotated else 'aligned'}",
-                        "kappa": float(kappa), "rotated": rotated})
-    return out
+def rotation(d: int, seed: int = 0) -> torch.Tensor:
+    if d == 2:
+        c = math.sqrt(0.5)
+        return torch.tensor([[c, -c], [c, c]], dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=generator(seed), dtype=torch.float64))
+    return q
 
 
-def hessian(kappa: float, rotated: bool) -> torch.Tensor:
-    """Eigenvalues 1 and 1/kappa, in the coordinate axes or rotated by 45 degrees."""
-    h = torch.diag(torch.tensor([1.0, 1.0 / kappa], dtype=torch.float64))
-    if not rotated:
-        return h
-    c = math.sqrt(0.5)
-    r = torch.tensor([[c, -c], [c, c]], dtype=torch.float64)
-    return r @ h @ r.T
+class Problem:
+    """f and its gradient on rows x (..., d), and the seeded start points."""
 
-
-def starts(p, probs: list[dict], seed: int) -> torch.Tensor:
-    """Rosenbrock: the classic (-1.2, 1) plus jitter; quadratics: a random point on the unit
-    circle. One start per problem for this seed."""
-    g = generator(seed)
-    x0 = []
-    for prob in probs:
-        if prob["kappa"] is None:
-            jitter = p.rosenbrock.jitter * torch.randn(2, generator=g, dtype=torch.float64)
-            x0.append(torch.tensor(p.rosenbrock.start, dtype=torch.float64) + jitter)
+    def __init__(self, name: str, p):
+        self.name, self.p = name, p
+        self.rotate = None
+        if name.startswith("quad"):
+            _, kappa, kind = name.split("_")
+            self.kappa, self.family = float(kappa[1:]), f"quadratic_{kind}"
+            self.d = 2
+            h = torch.diag(torch.tensor([1.0, 1.0 / self.kappa], dtype=torch.float64))
+            self.h = rotation(2) @ h @ rotation(2).T if kind == "rotated" else h
+        elif name == "beale":
+            self.kappa, self.family, self.d = math.nan, "beale", 2
         else:
-            theta = 2 * math.pi * torch.rand((), generator=g, dtype=torch.float64)
-            x0.append(torch.stack([theta.cos(), theta.sin()]))
-    return torch.stack(x0)
-
-
-class Objective:
-    """f and its gradient for a batch of rows, each row on its own problem."""
-
-    def __init__(self, p, probs: list[dict], row_problem: torch.Tensor):
-        hs = [torch.zeros(2, 2, dtype=torch.float64) if q["kappa"] is None
-              else hessian(q["kappa"], q["rotated"]) for q in probs]
-        self.h = torch.stack(hs)[row_problem]
-        self.rosen = torch.tensor([q["kappa"] is None for q in probs])[row_problem]
-        self.a, self.b = p.rosenbrock.a, p.rosenbrock.b
+            self.kappa, self.family = math.nan, "rosenbrock"
+            self.d = p.rosenbrock.nd if name == "rosenbrock_nd" else 2
+            if name == "rosenbrock_rotated":
+                self.rotate = rotation(2)
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hx = torch.einsum("rij,...rj->...ri", self.h, x)
-        f_quad, g_quad = 0.5 * (x * hx).sum(-1), hx
-        u, v = x[..., 0], x[..., 1]
-        bend = v - u * u
-        f_ros = (self.a - u) ** 2 + self.b * bend**2
-        g_ros = torch.stack([-2 * (self.a - u) - 4 * self.b * u * bend, 2 * self.b * bend], -1)
-        return (torch.where(self.rosen, f_ros, f_quad),
-                torch.where(self.rosen[:, None], g_ros, g_quad))
+        if self.family.startswith("quadratic"):
+            hx = x @ self.h
+            return 0.5 * (x * hx).sum(-1), hx
+        if self.family == "beale":
+            return beale(x)
+        if self.rotate is not None:  # f(R x): gradient R' grad f(R x)
+            f, g = rosenbrock(x @ self.rotate.T, self.p.rosenbrock.b)
+            return f, g @ self.rotate
+        return rosenbrock(x, self.p.rosenbrock.b)
 
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x)[0]
+    def starts(self, seeds: list[int]) -> torch.Tensor:
+        out = []
+        for s in seeds:
+            g = generator(1000 * s + sum(map(ord, self.name)))
+            if self.family.startswith("quadratic"):
+                theta = 2 * math.pi * torch.rand((), generator=g, dtype=torch.float64)
+                out.append(torch.stack([theta.cos(), theta.sin()]))
+                continue
+            base = (torch.tensor([-1.2, 1.0] * (self.d // 2) + [-1.2] * (self.d % 2),
+                                 dtype=torch.float64) if self.family == "rosenbrock"
+                    else torch.tensor(self.p.beale_start, dtype=torch.float64))
+            x0 = base + self.p.jitter * torch.randn(self.d, generator=g, dtype=torch.float64)
+            out.append(x0 @ self.rotate if self.rotate is not None else x0)  # R' x0
+        return torch.stack(out)
 
 
-def run_optimizer(spec, lrs, x0, objective, steps: int, tol: float, keep_rows):
-    """Steps until f < tol for every (lr, row), -1 where never within ``steps``; the final
-    f; the trajectories of ``keep_rows``."""
-    params = [x0.clone().requires_grad_(True) for _ in lrs]
-    opt = make_optimizer(spec, [{"params": [x], "lr": lr} for x, lr in zip(params, lrs)])
-    hit = torch.full((len(lrs), len(x0)), -1, dtype=torch.long)
+def rosenbrock(x: torch.Tensor, b: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum_i b (x_{i+1} - x_i^2)^2 + (1 - x_i)^2, minimum 0 at (1, ..., 1)."""
+    u, v = x[..., :-1], x[..., 1:]
+    bend = v - u * u
+    f = (b * bend**2 + (1 - u) ** 2).sum(-1)
+    g = torch.zeros_like(x)
+    g[..., :-1] += -4 * b * u * bend - 2 * (1 - u)
+    g[..., 1:] += 2 * b * bend
+    return f, g
+
+
+def beale(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1.5 - u + uv)^2 + (2.25 - u + uv^2)^2 + (2.625 - u + uv^3)^2, minimum 0 at (3, 0.5)."""
+    u, v = x[..., 0], x[..., 1]
+    terms = [(1.5, 1), (2.25, 2), (2.625, 3)]
+    f, gu, gv = 0.0, 0.0, 0.0
+    for c, k in terms:
+        r = c - u + u * v**k
+        f = f + r * r
+        gu = gu + 2 * r * (v**k - 1)
+        gv = gv + 2 * r * u * k * v ** (k - 1)
+    return f, torch.stack([gu, gv], -1)
+
+
+def descend(prob: Problem, settings: list[dict], seeds: list[int], steps: int, tol: float,
+            keep: bool = False):
+    """Per setting and seed: steps until f < tol (-1 if never), final f; the path of every
+    row when ``keep``."""
+    x0 = prob.starts(seeds)
+    xs = [x0.clone().requires_grad_(True) for _ in settings]
+    opt = grouped_optimizer(settings, xs)
+    hit = torch.full((len(settings), len(seeds)), -1, dtype=torch.long)
     path = []
     for t in range(steps + 1):
-        x = torch.stack([q.detach() for q in params])
-        f, g = objective(x)
-        path.append(x[:, keep_rows].clone())
+        x = torch.stack([q.detach() for q in xs])
+        f, g = prob(x)
+        if keep:
+            path.append(x.clone())
         hit = torch.where((f < tol) & (hit < 0), t, hit)
         if t == steps or bool(((hit >= 0) | ~torch.isfinite(f)).all()):
             break
-        for q, gq in zip(params, g):
+        for q, gq in zip(xs, g):
             q.grad = gq.clone()
         opt.step()
-    return hit, f, torch.stack(path)
+    return hit, f, (torch.stack(path) if keep else None)
 
 
-def run(p, out_dir) -> Outcome:
-    probs = problems(p)
-    seeds = list(range(p.seeds))
-    x0 = torch.cat([starts(p, probs, s) for s in seeds])
-    row_problem = torch.arange(len(probs)).repeat(len(seeds))
-    row_seed = torch.arange(len(seeds)).repeat_interleave(len(probs))
-    objective = Objective(p, probs, row_problem)
-    keep = torch.nonzero(row_seed == 0).flatten()  # trajectories of seed 0, one per problem
-    rows, paths = [], {}
-    for name, spec in p.optimizers.items():
-        hit, final, path = run_optimizer(spec, list(p.lrs), x0, objective, p.steps, p.tol, keep)
-        paths[name] = path
-        for li, lr in enumerate(p.lrs):
-            for r in range(len(x0)):
-                prob = probs[row_problem[r]]
-                rows.append({"problem": prob["problem"], "kappa": prob["kappa"],
-                             "rotated": prob["rotated"], "optimizer": name, "lr": lr,
-                             "seed": int(row_seed[r]),
-                             "steps": int(hit[li, r]) if hit[li, r] >= 0 else p.steps,
-                             "reached": int(hit[li, r] >= 0), "final_f": float(final[li, r])})
-    best = tune(rows, probs, p.optimizers, p.lrs)
-    order = {q["problem"]: i for i, q in enumerate(probs)}
-    tuned = sorted((r for r in rows if best[(r["problem"], r["optimizer"])] == r["lr"]),
-                   key=lambda r: order[r["problem"]])
-    figures = [plot_steps(tuned, probs, p, out_dir),
-               plot_paths(paths, best, probs, p, objective, x0[keep], out_dir)]
-    table = Table("Steps to f < tol at each optimizer's best lr", tuned,
-                  ["problem", "optimizer", "lr"], ["steps", "reached"])
-    setup = [f"Rosenbrock (a={p.rosenbrock.a}, b={p.rosenbrock.b}) from (-1.2, 1) + "
-             f"N(0, {p.rosenbrock.jitter}^2) jitter; quadratics f = x'Hx/2 with eigenvalues 1 "
-             f"and 1/kappa, kappa in {list(p.kappas)}, axis-aligned and rotated 45 degrees, "
-             "from a random point on the unit circle.",
-             "Optimizers " + ", ".join(f"{n} = {describe(s)}" for n, s in p.optimizers.items())
-             + f"; lr grid {list(p.lrs)}; the best lr per "
-             "(problem, optimizer) maximises the fraction of seeds reaching tol, then "
-             "minimises mean steps (tuned on the reported seeds: best case for every method).",
-             f"Budget {p.steps} steps, tol {p.tol}, {p.seeds} seeds (start points), float64. "
-             "A run that never reaches tol counts as the budget."]
-    return Outcome(rows, [table], figures, checks(tuned, probs, p), setup)
+def rows_for(prob: Problem, arm: str, settings, seeds, p, keep=False):
+    hit, final, path = descend(prob, settings, seeds, p.steps, p.tol, keep)
+    out = []
+    for si in range(len(settings)):
+        rows = []
+        for j, seed in enumerate(seeds):
+            h, f = int(hit[si, j]), float(final[si, j])
+            ok = math.isfinite(f)
+            steps = h if h >= 0 else p.steps
+            # never reached: the budget plus the decades still to go, so censored runs rank
+            score = steps if h >= 0 else p.steps * (1 + math.log10(max(f, p.tol) / p.tol))
+            rows.append({"part": "runs", "problem": prob.name, "family": prob.family,
+                         "kappa": prob.kappa, "optimizer": arm, "seed": seed,
+                         "steps": steps, "reached": int(h >= 0),
+                         "final_f": f if ok else math.inf,
+                         "tuning_score": score if ok else math.inf})
+        out.append(rows)
+    return out, path
 
 
-def tune(rows, probs, optimizers, lrs) -> dict:
-    best = {}
-    for prob in probs:
-        for name in optimizers:
-            def score(lr, prob=prob, name=name):
-                sel = dict(problem=prob["problem"], optimizer=name, lr=lr)
-                final = np.asarray(column(rows, "final_f", **sel))
-                return (-np.mean(column(rows, "reached", **sel)),
-                        np.mean(column(rows, "steps", **sel)),
-                        np.mean(np.log10(final)) if np.isfinite(final).all() else np.inf)
-            best[(prob["problem"], name)] = min(lrs, key=score)
-    return best
-
-
-def checks(tuned, probs, p) -> list[Check]:
-    def steps(problem, name):
-        return column(tuned, "steps", problem=problem, optimizer=name)
-
-    def faster(problem, label):
-        a = summarize(steps(problem, "adam")).mean
-        others = {n: summarize(steps(problem, n)).mean for n in ("gd", "momentum")}
-        outcome = [less(steps(problem, "adam"), steps(problem, n)) for n in others]
-        held = True if all(o is True for o in outcome) else (
-            False if any(o is False for o in outcome) else None)
-        evidence = f"Adam {a:.4g} steps vs " + ", ".join(
-            f"{n} {m:.4g}" for n, m in others.items())
-        return Check(f"Adam fastest on {label}", held, evidence)
-
-    lo, hi = int(min(p.kappas)), int(max(p.kappas))
-    out = [faster("rosenbrock", "Rosenbrock"),
-           faster(f"quad_k{hi}_aligned", f"the aligned quadratic, kappa={hi}"),
-           faster(f"quad_k{hi}_rotated", f"the rotated quadratic, kappa={hi}")]
+def problem_names(p) -> list[str]:
+    names = list(p.rosenbrock.variants) + ["beale"]
     for kind in ("aligned", "rotated"):
-        ratio = {k: summarize(steps(f"quad_k{k}_{kind}", "gd")).mean
-                 / summarize(steps(f"quad_k{k}_{kind}", "adam")).mean for k in (lo, hi)}
-        out.append(Check(f"Adam's advantage over GD grows with kappa ({kind})",
-                         ratio[hi] > ratio[lo],
-                         f"GD/Adam step ratio {ratio[lo]:.3g} at kappa={lo}, "
-                         f"{ratio[hi]:.3g} at kappa={hi}"))
+        names += [f"quad_k{int(k)}_{kind}" for k in p.kappas]
+    return names
+
+
+def growth(rows: list[dict], p) -> list[dict]:
+    """Per seed and quadratic family: how much Adam's advantage (log2 of the other's steps
+    over Adam's; a never-reached run at the budget) grows from the smallest kappa to the
+    largest."""
+    lo, hi = int(min(p.kappas)), int(max(p.kappas))
+
+    def advantage(kind, other, seed, k):
+        sel = dict(problem=f"quad_k{k}_{kind}", seed=seed)
+        (a,) = column(rows, "steps", optimizer="adam", **sel)
+        (b,) = column(rows, "steps", optimizer=other, **sel)
+        return math.log2(max(b, 1) / max(a, 1))
+
+    out = []
+    for kind in ("aligned", "rotated"):
+        for other in ("gd", "momentum"):
+            for seed in sorted({r["seed"] for r in rows}):
+                out.append({"part": "growth", "family": f"quadratic_{kind}", "versus": other,
+                            "seed": seed, "advantage_growth": advantage(kind, other, seed, hi)
+                            - advantage(kind, other, seed, lo)})
     return out
 
 
-def plot_steps(tuned, probs, p, out_dir):
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 1]})
-    colors = dict(zip(p.optimizers, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for name in p.optimizers:
+def run(s) -> Result:
+    p = s.p
+    rows, paths, chosen = [], {}, {}
+    for name in problem_names(p):
+        prob = Problem(name, p)
+        for arm in s.arms:
+            def evaluate(settings, seeds, prob=prob, arm=arm):
+                return rows_for(prob, arm, settings, seeds, p)[0]
+            hp = s.tune(arm, evaluate, {"problem": name})
+            chosen[(name, arm)] = hp
+            keep = name in p.trajectory_problems
+            per, path = rows_for(prob, arm, [hp], s.report_seeds, p, keep)
+            rows += per[0]
+            if keep:
+                paths[(name, arm)] = path[:, 0, 0].numpy()
+    rows += growth([r for r in rows if r["part"] == "runs"], p)
+    runs = [r for r in rows if r["part"] == "runs"]
+    tables = [Table("Steps to f < tol at each optimizer's tuned setting (the budget when "
+                    "never reached)", runs, ["part", "problem", "optimizer"],
+                    ["steps", "reached", "final_f"]),
+              Table("Growth of Adam's advantage from the smallest to the largest kappa "
+                    "(log2 of the steps ratio)", [r for r in rows if r["part"] == "growth"],
+                    ["part", "family", "versus"], ["advantage_growth"])]
+    figures = [plot_steps(runs, p, s.out_dir), plot_paths(paths, chosen, p, s.out_dir)]
+    setup = [f"Rosenbrock (b={p.rosenbrock.b}) {list(p.rosenbrock.variants)} (N-d: d="
+             f"{p.rosenbrock.nd}; rotated: f(Rx), R a 45-degree rotation) from (-1.2, 1, ...) "
+             f"+ N(0, {p.jitter}^2); Beale from {list(p.beale_start)} + the same jitter; "
+             f"quadratics with eigenvalues 1 and 1/kappa, kappa in {list(p.kappas)}, aligned "
+             "and rotated 45 degrees, from a random point on the unit circle.",
+             "Arms " + ", ".join(f"{a} = {describe(s.arms[a]['fixed'])}" for a in s.arms)
+             + "; each tuned per problem (lr, and beta for heavy-ball) on the tuning seeds by "
+             "tuning_score: steps to tol, or for a run that never reaches it the budget times "
+             "(1 + the decades f is still above tol); inf when diverged.",
+             f"Budget {p.steps} steps, tol {p.tol}, float64; steps are censored at the budget "
+             "(reached = 0) and the checks treat them as censored."]
+    return Result(rows, tables, figures, setup)
+
+
+def plot_steps(runs, p, out_dir):
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    arms = list(dict.fromkeys(r["optimizer"] for r in runs))
+    colors = dict(zip(arms, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for arm in arms:
         for kind, style in (("aligned", "-"), ("rotated", "--")):
-            stats = [summarize(column(tuned, "steps", problem=f"quad_k{int(k)}_{kind}",
-                                      optimizer=name)) for k in p.kappas]
-            ax.errorbar(list(p.kappas), [s.mean for s in stats], yerr=[s.std for s in stats],
-                        ls=style, marker="o", color=colors[name], capsize=3,
-                        label=f"{name} ({kind})")
-        s = summarize(column(tuned, "steps", problem="rosenbrock", optimizer=name))
-        bx.bar(name, s.mean, yerr=s.std, color=colors[name], capsize=3)
+            st = [summarize(column(runs, "steps", problem=f"quad_k{int(k)}_{kind}",
+                                   optimizer=arm)) for k in p.kappas]
+            ax.errorbar(list(p.kappas), [x.median for x in st], ls=style, marker="o",
+                        color=colors[arm], label=f"{arm} ({kind})")
+    others = list(p.rosenbrock.variants) + ["beale"]
+    width = 0.8 / len(arms)
+    for i, arm in enumerate(arms):
+        st = [summarize(column(runs, "steps", problem=n, optimizer=arm)) for n in others]
+        bx.bar(np.arange(len(others)) + i * width, [x.median for x in st], width,
+               color=colors[arm], label=arm)
+    bx.set_xticks(np.arange(len(others)) + 0.4 - width / 2, others, rotation=20, fontsize=8)
     for axis in (ax, bx):
         axis.axhline(p.steps, color="gray", ls=":", lw=1, label="budget (never reached)")
         axis.set_yscale("log")
-        axis.set_ylabel(f"steps to f < {p.tol:g}")
+        axis.set_ylabel(f"median steps to f < {p.tol:g}")
     ax.set_xscale("log")
-    ax.set_xlabel("condition number kappa")
-    ax.set_title("Quadratics (best lr each)")
+    ax.set(xlabel="condition number kappa", title="quadratics, each arm tuned per problem")
+    bx.set_title("Rosenbrock variants and Beale")
     ax.legend(fontsize=7)
-    bx.set_title("Rosenbrock")
-    return save(fig, out_dir / "steps_vs_kappa.png")
+    bx.legend(fontsize=7)
+    return save(fig, out_dir / "steps_to_tol.png")
 
 
-def plot_paths(paths, best, probs, p, objective, starts0, out_dir):
-    """Seed 0's trajectory of each optimizer (at its best lr) over the contours."""
+def plot_paths(paths, chosen, p, out_dir):
+    """The first report seed's trajectory of each optimizer over the contours."""
     names = list(p.trajectory_problems)
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4.5), squeeze=False)
     for ax, name in zip(axes[0], names):
-        i = next(k for k, q in enumerate(probs) if q["problem"] == name)
-        lim = ((-2.0, 2.0), (-1.0, 3.0)) if name == "rosenbrock" else ((-1.3, 1.3),) * 2
+        prob = Problem(name, p)
+        lim = {"rosenbrock": ((-2, 2), (-1, 3)), "beale": ((-1, 4.5), (-1.5, 2))}.get(
+            name, ((-1.3, 1.3), (-1.3, 1.3)))
         gx, gy = np.meshgrid(np.linspace(*lim[0], 200), np.linspace(*lim[1], 200))
-        grid = torch.tensor(np.stack([gx, gy], -1).reshape(-1, 1, 2))
-        sub = Objective(p, [probs[i]], torch.zeros(1, dtype=torch.long))
-        fz = sub.value(grid).reshape(gx.shape).numpy()
+        fz = prob(torch.tensor(np.stack([gx, gy], -1)))[0].numpy()
         ax.contour(gx, gy, fz, levels=np.logspace(-4, np.log10(fz.max()), 15),
                    colors="lightgray", linewidths=0.8)
-        for name_opt, path in paths.items():
-            li = list(p.lrs).index(best[(name, name_opt)])
-            xy = path[:, li, i].numpy()
-            ax.plot(xy[:, 0], xy[:, 1], lw=1, label=f"{name_opt} (lr={p.lrs[li]:g})")
-        ax.plot(*starts0[i].numpy(), "ko", ms=4, label="start")
-        optimum = (p.rosenbrock.a, p.rosenbrock.a**2) if name == "rosenbrock" else (0, 0)
-        ax.plot(*optimum, "k*", ms=10, label="minimum")
+        for (prob_name, arm), xy in paths.items():
+            if prob_name == name:
+                hp = chosen[(name, arm)]
+                label = ", ".join(f"{k} {v:.3g}" for k, v in hp.items() if k != "name")
+                ax.plot(xy[:, 0], xy[:, 1], lw=1, label=f"{arm} ({label})")
         ax.set(xlabel="x1", ylabel="x2", title=name, xlim=lim[0], ylim=lim[1])
         ax.legend(fontsize=7)
     return save(fig, out_dir / "trajectories.png")

@@ -40,11 +40,13 @@ def _short(v):
 
 def grouped_optimizer(settings: list, params: list) -> optim.ChainOptimizer:
     """One optimizer, one param group per setting (same preset name, each group its own
-    hyperparameters): a grid of settings runs as one batched step."""
+    hyperparameters): a grid of settings runs as one batched step. ``params[i]`` is the
+    tensor (or list of tensors) of setting i."""
     hps = [_dict(s) for s in settings]
     names = {hp.pop("name") for hp in hps}
     if len(names) != 1:
         raise ValueError(f"settings name {sorted(names)}: one preset per grouped optimizer")
-    groups = [{"params": [p], **{k: tuple(v) if k == "betas" else v for k, v in hp.items()}}
+    groups = [{"params": list(p) if isinstance(p, (list, tuple)) else [p],
+               **{k: tuple(v) if k == "betas" else v for k, v in hp.items()}}
               for p, hp in zip(params, hps)]
     return optim.create(names.pop(), groups)

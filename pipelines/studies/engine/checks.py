@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import stats
-from .protocol import Criterion, Protocol
+from .protocol import TWO_SAMPLE, Criterion, Protocol
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 log = logging.getLogger(__name__)
@@ -54,8 +54,7 @@ def samples(c: Criterion, rows: list[dict]) -> tuple[list[dict], list[dict]]:
     """The rows of ``a`` and, matched pair by pair (or just selected when unpaired), of b."""
     sel = [r for r in rows if _matches(r, c.where) and c.metric in r]
     a = [r for r in sel if _matches(r, c.a)]
-    if c.test not in ("less", "greater", "censored_less", "censored_greater", "noninferior",
-                      "equivalent"):
+    if c.test not in TWO_SAMPLE:
         return a, []
     b = [r for r in sel if _matches(r, c.b)]
     if not c.paired:
@@ -94,7 +93,7 @@ def evaluate(proto: Protocol, rows: list[dict]) -> list[CheckResult]:
     tested = []
     for c in proto.checks:
         a, b = samples(c, rows)
-        if not a or (c.test not in ("below", "above", "all_below", "all_above") and not b):
+        if not a or (c.test in TWO_SAMPLE and not b):
             log.warning("check %s selects no rows: inconclusive", c.id)
             tested.append((c, None, "no data: the selection matched no rows"))
             continue
@@ -122,15 +121,19 @@ def evaluate(proto: Protocol, rows: list[dict]) -> list[CheckResult]:
 
 
 def _exact(c: Criterion, a: list[dict]) -> tuple[bool, str]:
+    """all_*: every value on its side of the threshold (NaN never is); any_*: at least one."""
     x = stats.values(r[c.metric] for r in a)
-    if c.test == "all_below":
-        bad = int(np.sum(~(x <= c.threshold)))
-        worst = float(np.nanmax(x)) if np.any(~np.isnan(x)) else math.nan
-        return bad == 0, (f"{len(x) - bad} of {len(x)} runs <= {c.threshold:g}; largest "
-                          f"{worst:.4g}")
-    bad = int(np.sum(~(x >= c.threshold)))
-    worst = float(np.nanmin(x)) if np.any(~np.isnan(x)) else math.nan
-    return bad == 0, f"{len(x) - bad} of {len(x)} runs >= {c.threshold:g}; smallest {worst:.4g}"
+    below = c.test.endswith("below")
+    good = int(np.sum(x <= c.threshold if below else x >= c.threshold))
+    finite = x[~np.isnan(x)]
+    edge = (float(finite.max() if below else finite.min())
+            if c.test.startswith("all") else float(finite.min() if below else finite.max())) \
+        if len(finite) else math.nan
+    word = ("largest" if below else "smallest") if c.test.startswith("all") else \
+        ("smallest" if below else "largest")
+    holds = good == len(x) if c.test.startswith("all") else good > 0
+    sign = "<=" if below else ">="
+    return holds, f"{good} of {len(x)} runs {sign} {c.threshold:g}; {word} {fmt(edge)}"
 
 
 def fmt(x) -> str:

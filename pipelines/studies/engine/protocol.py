@@ -16,6 +16,8 @@ partner in ``b``. The tests:
     below / above           mean(a) < ``threshold`` or >: one-sample t (or wilcoxon)
     all_below / all_above   every selected value <= / >= ``threshold`` (an exact fact:
                             holds or contradicted, no p-value)
+    any_below / any_above   at least one selected value <= / >= ``threshold`` (exact: for
+                            "some runs diverge" claims)
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from pipelines.harness.errors import ConfigError
 
 TWO_SAMPLE = ("less", "greater", "censored_less", "censored_greater", "noninferior",
               "equivalent")
-ONE_SAMPLE = ("below", "above", "all_below", "all_above")
+EXACT = ("all_below", "all_above", "any_below", "any_above")
+ONE_SAMPLE = ("below", "above", *EXACT)
 TESTS = TWO_SAMPLE + ONE_SAMPLE
-EXACT = ("all_below", "all_above")
 
 
 def plain(node):
@@ -88,8 +90,9 @@ class Criterion:
         if t in ("below", "above"):
             sign = "<" if t == "below" else ">"
             return f"{self.metric}: mean of [{a}]{scope} {sign} {self.threshold:g}; {stat} test"
-        sign = "<=" if t == "all_below" else ">="
-        return f"{self.metric}: every run of [{a}]{scope} {sign} {self.threshold:g} (exact)"
+        sign = "<=" if t.endswith("below") else ">="
+        which = "every run" if t.startswith("all") else "at least one run"
+        return f"{self.metric}: {which} of [{a}]{scope} {sign} {self.threshold:g} (exact)"
 
 
 def _selection(sel: dict) -> str:

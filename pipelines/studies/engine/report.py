@@ -101,7 +101,7 @@ def seeds_text(seeds: list[int]) -> str:
 
 
 def value_text(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def protocol_lines(info: dict) -> list[str]:
@@ -136,18 +136,18 @@ def checks_table(results: list[CheckResult]) -> list[str]:
 def tuning_table(picks: list[dict]) -> list[str]:
     if not picks:
         return []
-    lines = ["| arm | cell | chosen | grid | extended | still at edge |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| arm | cell | fixed | chosen | grid | extended | still at edge |",
+             "|---|---|---|---|---|---|---|"]
     for pk in picks:
         cell_text = ", ".join(f"{k}={v}" for k, v in pk["cell"].items()) or "-"
+        fixed = ", ".join(f"{k}={value_text(v)}" for k, v in pk.get("fixed", {}).items()) or "-"
         if not pk["tuned"]:
-            lines.append(f"| {pk['arm']} | {cell_text} | not tuned (fixed by the claim) | - "
-                         "| - | - |")
+            lines.append(f"| {pk['arm']} | {cell_text} | {fixed} | not tuned | - | - | - |")
             continue
         chosen = ", ".join(f"{k}={value_text(v)}" for k, v in pk["chosen"].items())
         grid = "; ".join(f"{k}: {', '.join(value_text(v) for v in vs)}"
                          for k, vs in pk["axes"].items())
-        lines.append(f"| {pk['arm']} | {cell_text} | {chosen} | {grid} | "
+        lines.append(f"| {pk['arm']} | {cell_text} | {fixed} | {chosen} | {grid} | "
                      f"{', '.join(pk['extended']) or '-'} | "
                      f"{'**' + ', '.join(pk['at_edge']) + '**' if pk['at_edge'] else '-'} |")
     return lines

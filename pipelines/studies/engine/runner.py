@@ -81,10 +81,6 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] = ()) -> dict:
     if name not in STUDIES:
         raise ConfigError("study", name, "one of " + ", ".join(STUDIES))
     module = importlib.import_module(f"pipelines.studies.{name}")
-    if hasattr(module, "CLAIM"):  # transitional: a study not yet moved onto the engine
-        from .. import runner as legacy
-
-        return legacy.run(cfg, run_dir, overrides)
     params = study_params(cfg.study, cfg.size)
     proto = protocol.load(params, cfg.protocol)
     session = Session(params, proto, run_dir, params.get("workers", 1))

@@ -41,6 +41,11 @@ class Session:
             raise ConfigError("study.seeds.tuning", 0, f">= 1: arm {name} is tuned")
         return {"fixed": fixed, "axes": axes}
 
+    def fix(self, arm: str, **values) -> None:
+        """Fix values an earlier step of the protocol chose (e.g. the bounds an LR range test
+        gives on the tuning seeds) before ``arm`` is tuned; they are reported with it."""
+        self.arms[arm]["fixed"] = {**self.arms[arm]["fixed"], **values}
+
     def settings(self, arm: str, chosen: dict) -> dict:
         """An arm's full hyperparameters: its fixed ``optim`` values and the tuned ones."""
         return {**self.arms[arm]["fixed"], **chosen}
@@ -53,7 +58,7 @@ class Session:
         spec = self.arms[arm]
         cell = dict(cell or {})
         if not spec["axes"]:
-            self.picks.append(Pick(arm, cell, {}, None))
+            self.picks.append(Pick(arm, cell, {}, None, fixed=dict(spec["fixed"])))
             return self.settings(arm, {})
         t = self.protocol.tuning
         metric, goal = t["metric"], t["goal"]
@@ -72,6 +77,7 @@ class Session:
 
         axes = [type(a)(a.name, list(a.values), a.scale) for a in spec["axes"]]
         pick = tune(arm, axes, score, goal, int(t.get("extend", 0)), cell)
+        pick.fixed = dict(spec["fixed"])
         self.picks.append(pick)
         return self.settings(arm, pick.chosen)
 

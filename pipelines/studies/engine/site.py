@@ -90,15 +90,17 @@ def seeds_text(seeds: list[int]) -> str:
 
 
 def picks_text(pk: dict) -> str:
+    fixed = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in pk.get("fixed", {}).items())
     if not pk["tuned"]:
-        return "fixed (not tuned)"
-    chosen = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+        return f"not tuned ({fixed or 'no hyperparameters'})"
+    chosen = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in pk["chosen"].items())
-    grid = "; ".join(f"{k} in [{min(v):.3g}, {max(v):.3g}] ({len(v)})" if all(
+    grid = "; ".join(f"{k} in [{min(v):.4g}, {max(v):.4g}] ({len(v)})" if all(
         isinstance(x, (int, float)) for x in v) else f"{k} in {v}" for k, v in pk["axes"].items())
     flag = f"; still at the edge: {', '.join(pk['at_edge'])}" if pk["at_edge"] else ""
     ext = f"; extended: {', '.join(pk['extended'])}" if pk["extended"] else ""
-    return f"{chosen} (grid {grid}{ext}{flag})"
+    return f"{chosen} (grid {grid}{ext}{flag}){'; fixed: ' + fixed if fixed else ''}"
 
 
 def provenance(info: dict) -> str:

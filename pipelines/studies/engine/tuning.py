@@ -94,11 +94,12 @@ class Pick:
     extended: list = field(default_factory=list)   # axes extended once
     at_edge: list = field(default_factory=list)    # axes still picked at an edge
     trials: list = field(default_factory=list)     # (setting, score) for every setting
+    fixed: dict = field(default_factory=dict)      # the arm's values that were not tuned
 
     def as_dict(self) -> dict:
         return {"arm": self.arm, "cell": self.cell, "chosen": self.chosen,
                 "score": self.score, "axes": self.axes, "extended": self.extended,
-                "at_edge": self.at_edge, "tuned": bool(self.axes)}
+                "at_edge": self.at_edge, "tuned": bool(self.axes), "fixed": self.fixed}
 
 
 def aggregate(scores: list[float], goal: str) -> float:
