@@ -16,7 +16,8 @@ TINY_DOMAINS = {
     "rl": ["study.quick.seeds={report: 2, tuning: 0}", "study.quick.total_timesteps=2000",
            "study.quick.eval_episodes=2", "study.quick.algorithms_used=[reinforce_baseline,ppo]",
            "~study.arms.rmsprop"],
-    "mlip": ["study.quick.seeds={report: 1, tuning: 0}", "study.quick.n_configs=40", "study.quick.epochs=2",
+    "mlip": ["study.quick.seeds={report: 1, tuning: 0}", "study.quick.n_configs=40",
+             "study.quick.epochs=2",
              "study.quick.handlings_used=[none,grad_clip,filter]",
              "study.quick.model=['model.hidden=8','model.num_interactions=1',"
              "'model.num_rbf=8','+data.size=[1,1,1]','+data.snapshots_per_run=5']"],
