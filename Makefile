@@ -22,7 +22,7 @@ run: install
 	$(BIN)/adamlab train experiment=quick
 	$(BIN)/adamlab train pipeline=rl algo=ppo env.id=CartPole-v1 optim=adam optim.eps=1e-5 \
 		pipeline.total_timesteps=30000
-	$(BIN)/adamlab train pipeline=mlip data=emt model=schnet data.n_configs=200 \
+	$(BIN)/adamlab train pipeline=mlip data=emt model=schnet data.n_configs=100 \
 		trainer.max_epochs=10
 
 test: install
