@@ -63,3 +63,33 @@ def test_ridge_decaying_alpha_reaches_the_closed_form():
     err = ridge.distances(p, "cosine", base, seeds=[0, 1], steps=3000, every=3000)
     assert err[0, :, 0] == pytest.approx(1.0)
     assert (err[0, :, -1] <= 1e-6).all()
+
+
+def test_image_fit_is_a_function_of_its_job_and_tuning_never_sees_the_test_set():
+    from pipelines.studies import overfit as ov
+    from pipelines.studies.problems import images
+
+    p = OmegaConf.create({"data_root": None, "n_val": 64, "n_test": 64,
+                          "model": {"kind": "mlp", "width": 8}, "schedule": {"kind": "constant"},
+                          "epochs": 1, "batch_size": 32, "evals": 1})
+    tuning = ov.cnn_job(p, {"name": "adam", "lr": 1e-3}, 128, seed=3, report=False)
+    assert "test" not in tuning["splits"] + tuning["final_splits"]
+    a, b = images.fit(tuning), images.fit(tuning)
+    assert {k: v for k, v in a.items() if k != "_curve"} == \
+        {k: v for k, v in b.items() if k != "_curve"}
+    assert not any(k.startswith("final_test") for k in a)
+    report = images.fit(ov.cnn_job(p, {"name": "adam", "lr": 1e-3}, 128, seed=3, report=True))
+    assert "final_test_acc" in report and 0 <= report["final_test_acc"] <= 1
+
+
+def test_fashion_mnist_splits_are_disjoint_and_test_is_the_official_set():
+    from data.images import fashion_mnist
+    from pipelines.studies.problems import images
+
+    if not all((fashion_mnist.SHARED / f).is_file() for f in fashion_mnist.FILES):
+        pytest.skip("the shared Fashion-MNIST copy is not on this machine")
+    parts = images.splits("fashion_mnist", {"train": 300, "val": 200, "test": 100}, seed=5)
+    official = fashion_mnist.load_fashion_mnist(download=False)["test"]
+    assert torch.equal(parts["test"][1], official.y[:100])
+    train, val = parts["train"][0].flatten(1), parts["val"][0].flatten(1)
+    assert not (torch.cdist(train, val) == 0).any()  # no training image in validation
