@@ -25,9 +25,8 @@ TINY = {
     "saddle": ["study.quick.seeds={report: 2, tuning: 1}", "study.quick.steps=300",
                "study.settle=20",
                "study.quick.deltas=[0.0,1e-8,1e-4]", "study.quick.problems=[{d: 2, k: 1}]",
-               f"study.arms.gd.tune.lr={SMALL_LR}", f"study.arms.adam.tune.lr={SMALL_LR}",
-               f"study.arms.momentum.tune.lr={SMALL_LR}",
-               "~study.arms.momentum.tune.momentum", "+study.arms.momentum.tune.momentum=[0.9]"],
+               f"study.quick.grid.lr={SMALL_LR}", "~study.quick.grid.beta",
+               "+study.quick.grid.beta=[0.9]"],
     "clip": ["study.quick.seeds={report: 2, tuning: 1}", "study.quick.steps=60",
              "study.quick.moment_steps=40",
              "study.quick.grid.lr={low: 0.003, high: 0.03, num: 2}", "~study.quick.grid.clip",
@@ -170,8 +169,7 @@ def test_saddle_protocol_every_optimizer_its_own_tuned_lr(tmp_path):
     """The protocol, not the verdict: each optimizer and problem got its own pick from its
     own grid, on the tuning seeds, interior to the grid (or flagged), and the tuning rows
     hold only tuning seeds."""
-    run_study("saddle", tmp_path, "study.arms.gd.tune.lr={low: 0.03, high: 0.9, num: 3}",
-              "study.arms.adam.tune.lr={low: 0.03, high: 0.9, num: 3}")
+    run_study("saddle", tmp_path, "study.quick.grid.lr={low: 0.03, high: 0.9, num: 3}")
     summary = json.loads((tmp_path / "summary.json").read_text())
     picks = summary["tuning"]["picks"]
     assert sorted(pk["arm"] for pk in picks) == ["adam", "gd", "momentum"]
