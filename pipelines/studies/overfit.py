@@ -184,7 +184,7 @@ def plot_curves(curves, chosen, p, arms, seeds, out_dir):
                  color=color, ls="--")
             band(ax, step, [c["val_loss"] for c in cs], f"{arm} val", color=color)
         ax.set_yscale("log")
-        ax.set(xlabel="step", ylabel="cross-entropy", title=f"Fashion-MNIST, {n_train} "
-               "training images (mean ± std over seeds)")
+        ax.set(xlabel="step", ylabel="cross-entropy",
+               title=f"Fashion-MNIST, n_train={n_train} (mean ± std)")
         ax.legend(fontsize=7)
     return save(fig, out_dir / "loss_curves.png")
