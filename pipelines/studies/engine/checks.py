@@ -163,10 +163,10 @@ def evidence(c: Criterion, t: stats.Test, p: float) -> str:
     if not math.isnan(t.estimate):
         ci = "" if math.isnan(lo) else f" [{fmt(lo)}, {fmt(hi)}]"
         parts.append(f"{ESTIMATES.get(c.test, 'estimate')} {fmt(t.estimate)}{ci}")
-    extra = [f"{k[2:]} p {fmt(v)}" for k, v in d.items() if k.startswith("p_")]
+    extra = [f"{k[2:].replace('_', '-')} {fmt(v)}" for k, v in d.items() if k.startswith("p_")]
     adj = " (Holm)" if c.role == "secondary" else ""
     parts.append(f"{t.method}, n={t.n}, p={fmt(t.p)}, adjusted{adj} {fmt(p)}"
                  if c.role == "secondary" else f"{t.method}, n={t.n}, p={fmt(p)}")
     if extra:
-        parts.append("; ".join(extra))
+        parts.append("one-sided p for the claim: " + ", ".join(extra))
     return "; ".join(parts)
