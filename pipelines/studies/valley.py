@@ -115,10 +115,11 @@ def descend(prob: Problem, settings: list[dict], seeds: list[int], steps: int, t
         if keep:
             path.append(x.clone())
         hit = torch.where((f < tol) & (hit < 0), t, hit)
-        if t == steps or bool(((hit >= 0) | ~torch.isfinite(f)).all()):
+        done = ((hit >= 0) | ~torch.isfinite(f)).all(-1)
+        if t == steps or bool(done.all()):
             break
-        for q, gq in zip(xs, g):
-            q.grad = gq.clone()
+        for q, gq, finished in zip(xs, g, done.tolist()):
+            q.grad = None if finished else gq.clone()  # a group without grads is skipped
         opt.step()
     return hit, f, (torch.stack(path) if keep else None)
 
