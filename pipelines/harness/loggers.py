@@ -203,24 +203,23 @@ def _wandb(cfg, wb, run_dir: Path, run_id: str | None):
         return None
 
 
-def wandb_run_id(loggers) -> str | None:
+def _wandb_attr(loggers, name: str) -> str | None:
+    """An attribute of the W&B run (``id``, ``dir``), None without W&B or when it failed."""
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             try:
-                return logger.experiment.id
+                return getattr(logger.experiment, name)
             except Exception:  # noqa: BLE001
                 return None
     return None
+
+
+def wandb_run_id(loggers) -> str | None:
+    return _wandb_attr(loggers, "id")
 
 
 def wandb_dir(loggers) -> str | None:
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            try:
-                return logger.experiment.dir
-            except Exception:  # noqa: BLE001
-                return None
-    return None
+    return _wandb_attr(loggers, "dir")
 
 
 def finish(loggers) -> None:
