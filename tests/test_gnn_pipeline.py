@@ -168,3 +168,19 @@ def test_default_cora_command_reaches_the_papers_accuracy(tmp_path):
     accs = [run(config("pipeline=gnn", "data=cora", "model=gcn", f"seed={s}", *common),
                 tmp_path / str(s))["test_acc"] for s in range(3)]
     assert sum(accs) / 3 >= 0.80, accs
+
+
+def test_validate_alone_scores_a_trained_module(tmp_path):
+    """``trainer.validate`` on a trained module (as an evaluation would): the validation and
+    test metrics of its weights, no training metrics."""
+    import lightning as L
+
+    cfg = config("pipeline=gnn", "trainer.max_epochs=3", *TINY)
+    run(cfg, tmp_path / "run")
+    module, dm = GNNPipeline().build(cfg)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    module.load_state_dict(ckpt["state_dict"])
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (scores,) = trainer.validate(module, datamodule=dm, verbose=False)
+    assert set(scores) == {"val_loss", "val_acc", "test_loss", "test_acc"}
+    assert 0 <= scores["test_acc"] <= 1 and module.best["test_acc"] == scores["test_acc"]

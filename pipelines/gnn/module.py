@@ -68,19 +68,23 @@ class NodeClassification(L.LightningModule):
         logits = self()
         node_loss = F.cross_entropy(logits, self.graph.y, reduction="none")
         correct = (logits.argmax(1) == self.graph.y).float()
-        values = list(self._train_metrics)
+        values, self._train_metrics = self._train_metrics, []  # none in trainer.validate()
         for split in ("val", "test"):
             index = self.graph.index(split)
             values += [node_loss[index].mean(), correct[index].mean()]
-        metrics = dict(zip(METRICS, torch.stack(values).tolist(), strict=True))  # one sync
+        tensors = dict(zip(METRICS[len(METRICS) - len(values):], values, strict=True))
+        metrics = dict(zip(tensors, torch.stack(values).tolist(), strict=True))  # one sync
         score = (metrics["val_acc"], -metrics["val_loss"])
         if score > self._best_score():
             self.best = {"val_acc": score[0], "val_loss": -score[1], "epoch": self.current_epoch,
                          "test_acc": metrics["test_acc"]}
             self.best_nodes = {"pred": logits.argmax(1).cpu(), "loss": node_loss.cpu()}
+        if self.trainer.state.fn != "fit":  # trainer.validate(): Lightning's own results
+            self.log_dict(tensors, batch_size=1)
+            return
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         log_now(self.trainer, {**metrics, "lr": lr, "epoch": self.current_epoch})
-        self.log_dict({"val_loss": values[2], "val_acc": values[3]}, logger=False,
+        self.log_dict({k: tensors[k] for k in ("val_loss", "val_acc")}, logger=False,
                       prog_bar=True, batch_size=1)
 
     def _best_score(self) -> tuple[float, float]:
