@@ -139,6 +139,7 @@ def adamlab_arm(case: str, model: str, seed: int, logger: str = "default") -> di
     import lightning as L
     from hydra import compose, initialize_config_dir
 
+    import pipelines.gnn.pipeline  # noqa: F401 - imported before the clock, as the recipe's are
     from pipelines.train import CONFIGS, run
 
     class EpochTimer(L.Callback):
@@ -206,8 +207,9 @@ def main() -> None:
     parser.add_argument("--arm", choices=("recipe", "adamlab"), help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    sys.path.insert(0, str(REPO))  # this checkout's packages, not an installed one's
     if args.arm:  # a child: one measurement, printed as the last line
-        sys.path.insert(0, str(Path.cwd()))
+        sys.path.insert(0, str(Path.cwd()))  # the previous checkout, for that arm
         if args.arm == "recipe":
             result = recipe_arm(args.case, args.model, args.seed)
         else:
