@@ -6,8 +6,9 @@ from data.graphs.degree import (
     SCHEMES,
     accuracy_by_degree,
     degree_buckets,
-    degree_group_loss_variance,
+    degree_report,
     fit_power_law_exponent,
+    rawls_loss_variance,
 )
 from data.graphs.planetoid import load_planetoid
 
@@ -17,7 +18,8 @@ __all__ = [
     "accuracy_by_degree",
     "dcsbm",
     "degree_buckets",
-    "degree_group_loss_variance",
+    "degree_report",
     "fit_power_law_exponent",
     "load_planetoid",
+    "rawls_loss_variance",
 ]
