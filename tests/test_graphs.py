@@ -17,10 +17,7 @@ from torch_geometric.nn import GCNConv
 
 from data.graphs import (
     GraphDataModule,
-    accuracy_by_degree,
     dcsbm,
-    degree_buckets,
-    degree_group_loss_variance,
     fit_power_law_exponent,
     load_planetoid,
 )
@@ -133,77 +130,7 @@ def test_power_law_fit_by_hand_and_on_zipf_samples():
         fit_power_law_exponent([1, 2], k_min=5)
 
 
-# ---------------------------------------------------------------- degree buckets
-
-
-def _summary(buckets):
-    return [(label, members.nonzero().flatten().tolist()) for label, members in buckets]
-
-
-def test_degree_buckets_by_hand():
-    degree = torch.tensor([0, 1, 2, 3, 5, 6, 8, 16])
-    b = degree_buckets(degree)
-    assert _summary(b["le5_gt5"]) == [("deg<=5", [0, 1, 2, 3, 4]), ("deg>5", [5, 6, 7])]
-    assert _summary(b["bottom20_top20"]) == [("bottom20%", [0]), ("top20%", [7])]
-    assert _summary(b["log2"]) == [
-        ("deg=0", [0]),
-        ("deg[1,2)", [1]),
-        ("deg[2,4)", [2, 3]),
-        ("deg[4,8)", [4, 5]),
-        ("deg[8,16)", [6]),
-        ("deg[16,32)", [7]),
-    ]
-
-
-def test_bottom_top_have_fixed_size_with_ties_and_respect_mask():
-    degree = torch.tensor([3, 1, 1, 1, 2, 5, 5, 5, 5, 9])
-    b = degree_buckets(degree)["bottom20_top20"]
-    assert _summary(b) == [("bottom20%", [1, 2]), ("top20%", [8, 9])]  # ties by node index
-    mask = torch.tensor([1, 0, 0, 0, 1, 1, 1, 1, 1, 0], dtype=torch.bool)  # 6 nodes -> 1 each
-    buckets = degree_buckets(degree, mask)
-    assert _summary(buckets["bottom20_top20"]) == [("bottom20%", [4]), ("top20%", [8])]
-    # log2 bins come from the whole graph, so every split lists the same rows
-    assert [label for label, _ in buckets["log2"]] == [
-        "deg[1,2)",
-        "deg[2,4)",
-        "deg[4,8)",
-        "deg[8,16)",
-    ]
-    assert _summary(buckets["log2"])[0] == ("deg[1,2)", [])
-
-
-def test_accuracy_by_degree_by_hand():
-    degree = torch.tensor([1, 1, 2, 3, 6, 7, 9, 12, 20, 40])
-    y = torch.zeros(10, dtype=torch.long)
-    pred = torch.tensor([0, 1, 0, 0, 0, 1, 1, 0, 0, 0])
-    mask = torch.ones(10, dtype=torch.bool)
-    mask[9] = False
-    result = accuracy_by_degree(pred, y, degree, mask)
-    assert result["le5_gt5"] == [
-        {"bucket": "deg<=5", "acc": pytest.approx(3 / 4), "n": 4},
-        {"bucket": "deg>5", "acc": pytest.approx(3 / 5), "n": 5},
-    ]
-    # 9 masked nodes -> 1 per group: node 0 (deg 1, right) and node 8 (deg 20, right)
-    assert [r["acc"] for r in result["bottom20_top20"]] == [1.0, 1.0]
-    log2 = {r["bucket"]: (r["acc"], r["n"]) for r in result["log2"]}
-    assert log2["deg[1,2)"] == (0.5, 2)
-    assert log2["deg[32,64)"] == (None, 0)  # node 9 is masked out
-    logits = F.one_hot(pred, 2).float()
-    assert accuracy_by_degree(logits, y, degree, mask) == result
-
-
-def test_degree_group_loss_variance_by_hand():
-    degree = torch.tensor([1, 1, 2, 3])
-    loss = torch.tensor([1.0, 3.0, 4.0, 6.0])
-    # log2 groups [1,2): mean 2, [2,4): mean 5 -> population variance 2.25
-    assert degree_group_loss_variance(loss, degree) == pytest.approx(2.25)
-    assert degree_group_loss_variance(loss, degree, scheme="le5_gt5") == 0.0  # one group
-    mask = torch.tensor([True, False, True, False])  # means 1 and 4
-    assert degree_group_loss_variance(loss, degree, mask) == pytest.approx(2.25)
-    with pytest.raises(ValueError, match="scheme"):
-        degree_group_loss_variance(loss, degree, scheme="deciles")
-    with pytest.raises(ValueError, match="no nodes"):
-        degree_group_loss_variance(loss, degree, torch.zeros(4, dtype=torch.bool))
+# degree buckets and degree-bias metrics: tests/test_degree.py
 
 
 # ---------------------------------------------------------------- Planetoid
