@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from data.graphs import GraphDataModule, accuracy_by_degree, degree_group_loss_variance
+from data.graphs import GraphDataModule, accuracy_by_degree, degree_report
 from data.graphs.dcsbm import check_dcsbm_args
 from pipelines.harness.errors import ConfigError
 
@@ -85,8 +85,10 @@ class GNNPipeline:
             pred, loss = module.best_nodes["pred"], module.best_nodes["loss"]
             out["test_acc_by_degree"] = accuracy_by_degree(pred, data.y, data.degree,
                                                             data.test_mask)
-            out["test_loss_variance_across_degree_groups"] = degree_group_loss_variance(
-                loss, data.degree, data.test_mask)
+            report = degree_report(pred, data.y, loss, data.edge_index, data.test_mask,
+                                   int(data.y.max()) + 1)
+            out["test_loss_variance_across_degree_groups"] = report.pop("rawls_loss_variance")
+            out["test_degree_fairness"] = report
         return out
 
     def figures(self, trainer, module, dm, out_dir) -> list:
