@@ -3,7 +3,9 @@ subset. Fast (CPU, seconds); the check on the full default EMT data is ``slow``.
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -261,9 +263,9 @@ def test_close_subset_is_sized_and_does_not_set_the_energy_scale(emt_mixed):
 
 
 @pytest.mark.slow
-def test_default_emt_data_split_has_no_near_duplicates(tmp_path):
-    """The default data (1000 structures) as the pipeline splits it."""
-    structures = emt_dataset(tmp_path)
+def test_default_emt_data_split_has_no_near_duplicates():
+    """The default data (1000 structures, the pipeline's cache) as the pipeline splits it."""
+    structures = emt_dataset(Path(os.environ.get("ADAMLAB_CACHE", ".cache")) / "emt")
     dm = AtomsDataModule(structures, cutoff=4.0, group_key="group")
     nearest = [nearest_rmsd(a, dm.train_structures) for a in dm.test_structures]
     assert len(nearest) == 100 and min(nearest) > NEAR_DUPLICATE_ANG

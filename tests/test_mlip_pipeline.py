@@ -247,14 +247,19 @@ def test_ema_is_on_by_default():
     assert cfg.ema_decay == 0.99 and cfg.pipeline.evaluate == "last"
 
 
-def test_stage_two_raises_the_energy_weight_late(tmp_path):
-    run(_cfg(tmp_path / "cache", "trainer.max_epochs=4", "pipeline.stage_two.start=0.5",
-             "pipeline.stage_two.energy_weight=5.0", "pipeline.stage_two.force_weight=0.5"),
+def test_stage_two_raises_the_energy_weight_and_lowers_the_rate_late(tmp_path):
+    run(_cfg(tmp_path / "cache", "trainer.max_epochs=4", "pipeline.energy_weight=0.01",
+             "pipeline.stage_two.start=0.5", "pipeline.stage_two.energy_weight=5.0",
+             "pipeline.stage_two.force_weight=0.5", "pipeline.stage_two.lr_factor=0.1"),
         tmp_path / "run")
     rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
     weights = {int(r["epoch"]): float(r["train_energy_weight"]) for r in rows
                if r.get("train_energy_weight")}
     assert weights == pytest.approx({0: 0.01, 1: 0.01, 2: 5.0, 3: 5.0})
+    step_epoch = {r["step"]: int(r["epoch"]) for r in rows if r.get("epoch")}
+    rates = {step_epoch[r["step"]]: float(r["lr-ChainOptimizer"]) for r in rows
+             if r.get("lr-ChainOptimizer") and r["step"] in step_epoch}
+    assert rates == pytest.approx({0: 3e-3, 1: 3e-3, 2: 3e-4, 3: 3e-4})
 
 
 def test_loss_weight_schedule_by_progress():

@@ -53,13 +53,16 @@ def training_progress(trainer) -> float:
 @dataclass
 class LossWeightSchedule:
     """MACE's "stage two": from ``start`` (a fraction of the training budget) on, the loss
-    weighs energies ``energy_weight`` and forces ``force_weight``. Forces alone fix energies
-    only up to what their integral carries; the late stage spends the end of training on the
-    per-structure energies, once forces are learned. ``start: null`` keeps the first weights."""
+    weighs energies ``energy_weight`` and forces ``force_weight``, and the learning rate is
+    multiplied by ``lr_factor`` once (MACE's lower stage-two rate; later plateau reductions
+    continue from it). Forces alone fix energies only up to what their integral carries; the
+    late stage spends the end of training on the per-structure energies, once forces are
+    learned. ``start: null`` keeps the first weights."""
 
     start: float | None = None
     energy_weight: float | None = None
     force_weight: float | None = None
+    lr_factor: float | None = None
 
     def apply(self, loss: EnergyForceLoss, first: tuple[float, float], progress: float) -> bool:
         """Set the weights for ``progress``; True when stage two is on."""
@@ -95,6 +98,7 @@ class MLIPModule(L.LightningModule):
                                        p.get("stress_weight", 0.0))
         self.first_weights = (p["energy_weight"], p["force_weight"])
         self.stage_two = LossWeightSchedule(**(p.get("stage_two") or {}))
+        self.stage_two_lr_applied = False
         self.val_metrics = EnergyForceMetrics()
         self.test_metrics = EnergyForceMetrics()
         self.dropped_fraction = 0.0
@@ -112,6 +116,8 @@ class MLIPModule(L.LightningModule):
         same weights); everything is logged per step, as a resumed run logs it."""
         late = self.stage_two.apply(self.loss_fn, self.first_weights,
                                     training_progress(self.trainer))
+        if late and self.stage_two.lr_factor is not None and not self.stage_two_lr_applied:
+            self._scale_learning_rate(self.stage_two.lr_factor)
         pred = self.model(batch, compute_stress=self.loss_fn.wants_stress(batch))
         parts = self.loss_fn(pred, batch)
         n = batch["n_atoms"].numel()
@@ -120,6 +126,22 @@ class MLIPModule(L.LightningModule):
                        "train_energy_weight": self.loss_fn.energy_weight,
                        "train_stage_two": float(late)}, batch_size=1)
         return parts["loss"]
+
+    def _scale_learning_rate(self, factor: float) -> None:
+        """Once: every group's rate, and the base rates schedules compute theirs from."""
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+        for config in self.trainer.lr_scheduler_configs:
+            if hasattr(config.scheduler, "base_lrs"):
+                config.scheduler.base_lrs = [lr * factor for lr in config.scheduler.base_lrs]
+        self.stage_two_lr_applied = True
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["mlip_stage_two_lr_applied"] = self.stage_two_lr_applied
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.stage_two_lr_applied = bool(checkpoint.get("mlip_stage_two_lr_applied", False))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "val", self.val_metrics)

@@ -33,7 +33,7 @@ PIPELINE_KEYS = (
     "force_clip", "max_force", "dtype", "val_fraction", "test_fraction", "num_workers",
     "evaluate",
 )
-STAGE_TWO_KEYS = ("start", "energy_weight", "force_weight")
+STAGE_TWO_KEYS = ("start", "energy_weight", "force_weight", "lr_factor")
 EVALUATE = ("last", "best")
 FILE_SOURCES = ("extxyz", "ase_db")
 FILES = ("train", "val", "test")
@@ -230,7 +230,7 @@ def _validate_pipeline(p: dict) -> None:
     if stage is not None:
         if not isinstance(stage, dict):
             raise ConfigError("pipeline.stage_two", stage, "null or {start, energy_weight, "
-                              "force_weight}")
+                              "force_weight, lr_factor}")
         _known_keys("pipeline.stage_two", stage, STAGE_TWO_KEYS)
         start = stage.get("start")
         if start is not None and not (isinstance(start, int | float) and 0 <= start <= 1):
@@ -239,6 +239,8 @@ def _validate_pipeline(p: dict) -> None:
         for key in ("energy_weight", "force_weight"):
             _number(f"pipeline.stage_two.{key}", stage.get(key), 0.0, inclusive=True,
                     allow_none=True)
+        _number("pipeline.stage_two.lr_factor", stage.get("lr_factor"), 0.0, inclusive=False,
+                allow_none=True)
     for key in ("force_clip", "max_force"):
         _number(f"pipeline.{key}", p.get(key), 0.0, inclusive=False, allow_none=True)
     if p.get("dtype", "float32") not in DTYPES:
