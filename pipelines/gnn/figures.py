@@ -50,9 +50,9 @@ def embedding_step_vs_degree(opt, table: torch.Tensor, degree, out_dir: Path) ->
     steps = optim.effective_step(opt, table)
     if steps is None:
         return None
-    row_step = steps.mean(dim=1).cpu()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    ax.scatter(degree.clamp(min=1).cpu(), row_step, s=3, alpha=0.3)
+    row_step = steps.mean(dim=1).cpu().numpy()
+    fig, ax = plt.subplots(figsize=(5.5, 4))  # numpy: matplotlib iterates a tensor per element
+    ax.scatter(degree.clamp(min=1).cpu().numpy(), row_step, s=3, alpha=0.3)
     ax.set(xscale="log", yscale="log", xlabel="node degree",
            ylabel="effective step per embedding row", title="Adam's step vs degree")
     fig.tight_layout()
