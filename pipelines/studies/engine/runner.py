@@ -89,7 +89,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] = ()) -> dict:
     commit, dirty = git_state()
     load_start = os.getloadavg()[0]
     started, cpu_start = time.perf_counter(), cpu_seconds()
-    result = module.run(session)
+    try:
+        result = module.run(session)
+    finally:
+        session.close()
     results = checks.evaluate(proto, result.rows)
     label, reason = verdict(results)
     wall = time.perf_counter() - started

@@ -27,6 +27,7 @@ class Session:
         self.report_seeds: list[int] = protocol.seeds["report"]
         self.tuning_seeds: list[int] = protocol.seeds["tuning"]
         self.picks: list[Pick] = []
+        self._pool: ProcessPoolExecutor | None = None
         self.tuning_rows: list[dict] = []
         self.arms = {name: self._arm(name, spec) for name, spec in (p.get("arms") or {}).items()}
 
@@ -83,13 +84,22 @@ class Session:
 
     def map(self, fn: Callable, jobs: Sequence[tuple]) -> list:
         """``fn(*job)`` for every job, in order; with ``workers > 1`` in spawned processes
-        of one torch thread each (``fn`` must be importable), the same results either way."""
+        of one torch thread each (``fn`` must be importable), the same results either way.
+        The processes live until ``close``: a study that maps many small grids pays for
+        starting them (importing torch) once."""
         if self.workers <= 1 or len(jobs) <= 1:
             return [fn(*job) for job in jobs]
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=context,
-                                 initializer=_one_thread) as pool:
-            return list(pool.map(fn, *zip(*jobs)))
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers,
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_one_thread)
+        return list(self._pool.map(fn, *zip(*jobs)))
+
+    def close(self) -> None:
+        """Stop the worker processes (the runner calls it when the study returns)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 def _one_thread() -> None:
