@@ -18,7 +18,8 @@ ADAMLAB = str(Path(sys.executable).parent / "adamlab")
 QUIET = ["trainer.enable_progress_bar=false", "logger=csv"]
 TINY = {
     "gnn": ["pipeline=gnn", "data.num_nodes=300", "data.feature_dim=8", "model.hidden=8",
-            "model.dropout=0.5", "trainer.max_epochs=12", "telemetry_every=3"],
+            "model.dropout=0.5", "trainer.max_epochs=12", "telemetry_every=3",
+            "checkpoint_every=1"],  # gnn.yaml saves every 30 s: these runs take less
     "mlip": ["pipeline=mlip", "data.n_configs=24", "+data.size=[1,1,1]",
              "+data.snapshots_per_run=4", "model.cutoff=4.0", "model.hidden=8",
              "model.num_interactions=1", "model.num_rbf=6", "pipeline.batch_size=4",

@@ -102,6 +102,7 @@ def test_killed_runs_rerun_to_the_same_result(tmp_path, pipeline, kills, in_chec
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 23 processes: ~3 min each pipeline on a quiet 2-core machine
 @pytest.mark.parametrize("pipeline", ["gnn", "mlip", "rl"])
 def test_twenty_kills(tmp_path, pipeline):
     landed = _check_survives(pipeline, tmp_path, kills=20, seed=17, in_checkpoint=(1, 3))
