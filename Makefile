@@ -40,8 +40,8 @@ lint: install
 bench: install
 	$(BIN)/python bench/optim_step.py
 
-studies: install
-	$(BIN)/python -m pipelines.study --all-quick
+studies: install  # every quick study in sequence, one thread (tiny tensors; cells use workers)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pipelines.study --all-quick
 
 clean:
 	rm -rf $(VENV) runs .cache
