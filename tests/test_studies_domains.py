@@ -21,6 +21,13 @@ TINY_DOMAINS = {
              "study.quick.handlings_used=[none,grad_clip,filter]",
              "study.quick.model=['model.hidden=8','model.num_interactions=1',"
              "'model.num_rbf=8','+data.size=[1,1,1]','+data.snapshots_per_run=5']"],
+    "gnn": ["study.quick.seeds={report: 2, tuning: 1}", "study.quick.num_nodes=200",
+            "study.quick.steps=6", "study.quick.minibatch_steps=8",
+            "study.regimes.full.eval_every=2", "study.workers=1",
+            "study.quick.graphs_used=[powerlaw_2.1,near_regular,cora]",
+            "~study.quick.grid.adam_lr", "+study.quick.grid.adam_lr=[0.01]",
+            "~study.quick.grid.sgd_lr", "+study.quick.grid.sgd_lr=[0.1]",
+            "study.model.hidden=8", "study.model.embedding_dim=4"],
 }
 
 

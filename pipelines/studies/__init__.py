@@ -24,4 +24,6 @@ STUDIES = {
     "robust": "Huber loss x Adam under outlier contamination, linear and non-convex",
     "rl": "policy gradients: Adam vs SGD+momentum vs RMSprop x REINFORCE/PPO, steps to threshold",
     "mlip": "close-approach forces: Adam/AMSGrad/AdamW x force handling, divergence and MAE",
+    "gnn": "degree bias: head-tail gaps under tuned Adam/AdamW/SGD+momentum/RMSprop on "
+           "power-law DC-SBMs, a near-regular control and Cora; dense vs lazy Adam",
 }
