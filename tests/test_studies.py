@@ -62,7 +62,7 @@ TINY = {
                "study.n=200", "study.quick.contamination=[0.0, 0.3]", "~study.quick.grid",
                "+study.quick.grid={lr: [0.01]}"],
 }
-DOMAIN_STUDIES = ("rl", "mlip")  # end to end in tests/test_studies_domains.py
+DOMAIN_STUDIES = ("rl", "mlip", "gnn")  # end to end in tests/test_studies_domains.py
 
 
 @pytest.fixture(autouse=True)
