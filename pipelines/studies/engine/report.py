@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .checks import CheckResult, fmt
 from .stats import group, summarize
 from .verdict import RULE
@@ -55,12 +57,14 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
 
 def cell(values: list) -> str:
-    """mean [95% CI]; with diverged (non-finite) runs the median of all and their count."""
-    s = summarize(values)
+    """mean [95% CI]; with diverged (non-finite) runs the median of all (a diverged run as
+    inf) and their count; missing values (None) are left out, '-' if all are."""
+    present = [v for v in values if v is not None and v != ""]
+    if not present:
+        return "-"
+    s = summarize(present)
     if s.failed:
-        import numpy as np
-
-        x = np.asarray([math.inf if v is None else float(v) for v in values])
+        x = np.asarray([float(v) for v in present])
         x = np.where(np.isnan(x), math.inf, x)
         return f"median {fmt(np.median(x))} ({s.failed}/{s.n} diverged)"
     if s.n == 1:

@@ -27,8 +27,8 @@ def values(xs: Iterable) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Summary:
-    """Over all values: n, how many are non-finite (diverged), and over the finite ones the
-    mean, sample std, t-based CI of the mean and the median."""
+    """Over the values present: n, how many are non-finite (diverged), and over the finite
+    ones the mean, sample std, t-based CI of the mean and the median."""
 
     n: int
     failed: int
@@ -40,7 +40,8 @@ class Summary:
 
 
 def summarize(xs: Iterable, level: float = 0.95) -> Summary:
-    x = values(xs)
+    """Over the values present (None and '' are missing, not failures)."""
+    x = values(v for v in xs if v is not None and v != "")
     ok = x[np.isfinite(x)]
     n, failed = len(x), int(len(x) - len(ok))
     if not len(ok):
