@@ -136,3 +136,40 @@ def test_browser_renders_the_committed_report(tmp_path):
     assert BROWSER, "chromium is required (ADAMLAB_REQUIRE_BROWSER is set)"
     dom = open_in_chromium(site.DOCS / "index.html", tmp_path / "profile")
     check_page_rendered(dom, site.load(site.DOCS))
+
+
+def test_readme_block_is_replaced_and_nothing_else():
+    table = "| study |\n|---|\n| saddle |\n"
+    text = (f"# adamlab\n\nintro\n\n{site.TABLE_START}\nold typed table\n{site.TABLE_END}\n"
+            "\n## after\n")
+    new = site.readme_with_table(text, table)
+    assert new == f"# adamlab\n\nintro\n\n{site.TABLE_START}\n{table}{site.TABLE_END}\n\n## after\n"
+    assert site.readme_with_table(new, table) == new  # idempotent
+    assert site.readme_with_table("# no markers\n", table) is None
+    for bad in (f"{site.TABLE_END}\n{site.TABLE_START}\n",
+                f"{site.TABLE_START}\n{site.TABLE_END}\n{site.TABLE_START}\n{site.TABLE_END}\n",
+                f"{site.TABLE_START}\nno end\n"):
+        with pytest.raises(ValueError, match="expected one"):
+            site.readme_with_table(bad, table)
+
+
+def test_update_readme_writes_the_file(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"x\n{site.TABLE_START}\n{site.TABLE_END}\ny\n")
+    assert site.update_readme("| t |\n", readme)
+    assert readme.read_text() == f"x\n{site.TABLE_START}\n| t |\n{site.TABLE_END}\ny\n"
+    readme.write_text("no block\n")
+    assert not site.update_readme("| t |\n", readme)
+    assert readme.read_text() == "no block\n"
+
+
+def test_readme_studies_table_is_the_generated_one():
+    """The README's studies table is generated, never typed: the block between its markers
+    is docs/studies/table.md as `adamlab report` renders it."""
+    text = site.README.read_text()
+    assert site.TABLE_START in text and site.TABLE_END in text, (
+        f"README.md must hold the studies table between {site.TABLE_START} and "
+        f"{site.TABLE_END} lines; `adamlab report` fills it from docs/studies/")
+    block = text.split(site.TABLE_START, 1)[1].split(site.TABLE_END, 1)[0]
+    assert block == "\n" + site.render()["table.md"], "README.md's studies table is stale: " \
+        "run `adamlab report`"

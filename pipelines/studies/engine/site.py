@@ -2,9 +2,10 @@
 
 Reads docs/studies/<name>/summary.json (written by `adamlab study NAME size=full`, copied
 there with ``--collect``) and writes docs/studies/index.html, docs/studies/README.md and
-docs/studies/table.md (the studies table the project README includes). Everything shown
-comes from those files: claim, protocol, criteria, numbers with CIs, figures, verdict, the
-command and the commit.
+docs/studies/table.md (the studies table), and puts that table into the project README
+between its ``<!-- studies-table:start -->`` and ``<!-- studies-table:end -->`` markers
+(nothing else in the README is touched). Everything shown comes from those files: claim,
+protocol, criteria, numbers with CIs, figures, verdict, the command and the commit.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from .verdict import RULE
 
 REPO = Path(__file__).resolve().parents[3]
 DOCS = REPO / "docs" / "studies"
+README = REPO / "README.md"
+TABLE_START, TABLE_END = "<!-- studies-table:start -->", "<!-- studies-table:end -->"
 RUN_FILES = ("report.md", "results.csv", "tuning.csv", "summary.csv", "summary.json",
              "config.yaml")
 COLORS = {"supported": "#1a7f37", "contradicted": "#cf222e", "inconclusive": "#9a6700",
@@ -267,6 +270,32 @@ def render(studies: Path = DOCS, out: Path | None = None) -> dict[str, str]:
             "table.md": table(infos, "docs/studies/") + "\n"}
 
 
+def readme_with_table(text: str, table_md: str) -> str | None:
+    """``text`` with the lines between the studies-table markers replaced by ``table_md``;
+    None when the markers are absent. Markers out of order, or more than one pair, raise
+    (the README is never guessed at)."""
+    starts, ends = text.count(TABLE_START), text.count(TABLE_END)
+    if starts == 0 and ends == 0:
+        return None
+    head, _, rest = text.partition(TABLE_START)
+    _, found, tail = rest.partition(TABLE_END)
+    if starts != 1 or ends != 1 or not found:
+        raise ValueError(f"expected one {TABLE_START} line followed by one {TABLE_END} line; "
+                         f"found {starts} start and {ends} end markers")
+    return f"{head}{TABLE_START}\n{table_md}{TABLE_END}{tail}"
+
+
+def update_readme(table_md: str, readme: Path = README) -> bool:
+    """Rewrite the README's studies-table block; False when it has no markers."""
+    text = readme.read_text()
+    new = readme_with_table(text, table_md)
+    if new is None:
+        return False
+    if new != text:
+        readme.write_text(new)
+    return True
+
+
 def write(studies: Path = DOCS, out: Path | None = None) -> list[Path]:
     """index.html, README.md and table.md in ``out`` (default: ``studies``)."""
     out = studies if out is None else out
@@ -298,3 +327,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"adamlab report: --studies={args.studies} is not a folder")
     for path in write(args.studies, args.out):
         print(path)
+    same = args.studies.resolve() == DOCS.resolve() and args.out is None
+    if same and README.is_file():  # the committed results: the README's table follows them
+        try:
+            updated = update_readme((DOCS / "table.md").read_text())
+        except ValueError as err:
+            raise SystemExit(f"adamlab report: {README}: {err}") from None
+        print(README if updated else f"{README}: no {TABLE_START} / {TABLE_END} block; "
+              "the table is in docs/studies/table.md")
