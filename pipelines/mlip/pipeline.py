@@ -30,8 +30,8 @@ from pipelines.mlip.module import DTYPES, MLIPModule
 
 PIPELINE_KEYS = (
     "name", "batch_size", "energy_weight", "force_weight", "stress_weight", "stage_two",
-    "force_clip", "max_force", "dtype", "val_fraction", "test_fraction", "num_workers",
-    "evaluate",
+    "force_clip", "max_force", "score_max_force", "dtype", "val_fraction", "test_fraction",
+    "num_workers", "evaluate",
 )
 STAGE_TWO_KEYS = ("start", "energy_weight", "force_weight", "lr_factor")
 EVALUATE = ("last", "best")
@@ -86,6 +86,10 @@ class MLIPPipeline:
                              **{k: float(v) for k, v in values.items() if k in HEADLINE}}
         if by_type:
             metrics["test_by_config_type"] = by_type
+        split = module.cfg["pipeline"].get("score_max_force")
+        split = split if split is not None else module.cfg["pipeline"].get("max_force")
+        if split is not None:
+            metrics["test_by_max_force"] = by_max_force(module, datamodule, split)
         metrics.update(
             weights,
             n_train=len(datamodule.train_structures),
@@ -101,6 +105,27 @@ class MLIPPipeline:
         if trainer is not None and not trainer.is_global_zero:
             return []
         return parity_plots(prediction_arrays(module, datamodule.test_dataloader()), out_dir)
+
+
+def by_max_force(module: MLIPModule, datamodule: AtomsDataModule, threshold: float) -> dict:
+    """Test errors of the structures a max-force filter at ``threshold`` (eV/Å) would keep
+    (largest reference force <= it) and of the tail it would drop: a filter is scored on
+    both, since the whole test set still holds what it removed from training."""
+    largest = [float(np.linalg.norm(a.get_forces(), axis=1).max())
+               for a in datamodule.test_structures]
+    out = {"threshold_ev_per_ang": threshold}
+    for part, keep in (("kept", True), ("dropped", False)):
+        indices = [k for k, f in enumerate(largest) if (f <= threshold) == keep]
+        values = (module.evaluate(datamodule.subset_dataloader("test", indices))
+                  if indices else {})
+        out[part] = {"n_structures": len(indices),
+                     **{k: _finite_or_none(float(v)) for k, v in values.items()
+                        if k in HEADLINE}}
+    return out
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if np.isfinite(value) else None
 
 
 def _datamodule(cfg, p: dict, d: dict, m: dict) -> AtomsDataModule:
@@ -241,7 +266,7 @@ def _validate_pipeline(p: dict) -> None:
                     allow_none=True)
         _number("pipeline.stage_two.lr_factor", stage.get("lr_factor"), 0.0, inclusive=False,
                 allow_none=True)
-    for key in ("force_clip", "max_force"):
+    for key in ("force_clip", "max_force", "score_max_force"):
         _number(f"pipeline.{key}", p.get(key), 0.0, inclusive=False, allow_none=True)
     if p.get("dtype", "float32") not in DTYPES:
         raise ConfigError("pipeline.dtype", p["dtype"], "one of " + ", ".join(DTYPES))
