@@ -6,7 +6,7 @@
 set -uo pipefail
 running() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 BASE=${SLURM_LOCAL_DIR:-/tmp/adamlab-slurm}
-CONF=/etc/slurm/slurm.conf
+CONF=${SLURM_CONF:-/etc/slurm/slurm.conf}  # Slurm's own variable: the daemons and commands read it too
 MARK="# written by adamlab scripts/slurm_up.sh"
 
 if ! grep -qxF "$MARK" "$CONF" 2>/dev/null; then

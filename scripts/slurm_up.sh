@@ -6,7 +6,7 @@ set -euo pipefail
 running() { pgrep -x -r R,S,D "$1" >/dev/null; }  # zombies do not count
 BASE=${SLURM_LOCAL_DIR:-/tmp/adamlab-slurm}
 HOST=$(hostname -s)
-CONF=/etc/slurm/slurm.conf
+CONF=${SLURM_CONF:-/etc/slurm/slurm.conf}  # Slurm's own variable: the daemons and commands read it too
 MARK="# written by adamlab scripts/slurm_up.sh"  # slurm_down.sh touches only this cluster
 
 if [ -s "$CONF" ] && ! grep -qxF "$MARK" "$CONF"; then
@@ -28,7 +28,7 @@ fi
 
 # stale state from a killed session brings back phantom RUNNING jobs: start clean
 running slurmctld || rm -rf "$BASE/state" "$BASE/spool"
-mkdir -p "$BASE"/{state,spool,log,run} /etc/slurm /run/munge /var/log/munge /var/lib/munge
+mkdir -p "$BASE"/{state,spool,log,run} "$(dirname "$CONF")" /run/munge /var/log/munge /var/lib/munge
 
 if [ ! -s /etc/munge/munge.key ]; then
   mkdir -p /etc/munge

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -77,11 +78,12 @@ def signal_reason(job: str) -> str:
 
 
 def _scontrol(args: list[str], timeout: float) -> subprocess.CompletedProcess:
-    """``scontrol`` from PATH, else through a login shell (whose profile may add Slurm)."""
+    """``scontrol`` from PATH, else through a login shell: batch steps often run with a bare
+    PATH, and sites add Slurm's commands in the login profile (``/etc/profile.d``, modules)."""
     if shutil.which("scontrol"):
         cmd = ["scontrol", *args]
     else:
-        cmd = ["/bin/sh", "-lc", "exec scontrol " + " ".join(args)]
+        cmd = ["/bin/sh", "-lc", "exec scontrol " + shlex.join(args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
