@@ -230,3 +230,11 @@ def test_the_command_prints_one_line_and_exits_non_zero(files, tmp_path, args, s
     assert "Traceback" not in done.stderr and "Error executing job" not in done.stderr
     assert not (run_dir / "config.yaml").exists()
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_docs_list_every_case():
+    """docs/errors.md lists each case of the table next to the error format."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "errors.md").read_text()
+    listed = {line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| ")}
+    assert "<key>=<value> is invalid: expected <what is allowed>" in doc
+    assert [c[0] for c in CASES if c[0] not in listed] == []

@@ -206,6 +206,26 @@ def test_files_respect_the_umask(tmp_path):
     assert not [p for p in tmp_path.iterdir() if is_temporary(p)]
 
 
+def test_atomic_write_fsyncs_the_file_then_the_directory_after_the_rename(tmp_path,
+                                                                          monkeypatch):
+    """The data is durable before the rename, the rename once the directory is synced."""
+    target = tmp_path / "last.ckpt"
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        st = os.fstat(fd)
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            synced.append(("dir", os.path.samestat(st, os.stat(tmp_path)), target.exists()))
+        else:
+            synced.append(("file", st.st_size, target.exists()))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    atomic_write(target, b"12345")
+    assert synced == [("file", 5, False), ("dir", True, True)]
+
+
 def test_summary_is_valid_json_with_non_finite_metrics(tmp_path):
     path = write_summary(tmp_path, "gnn", {"loss": float("nan"), "x": [float("inf"), 1.0],
                                            "n": torch.tensor(3)}, 1.0, status="failed",
