@@ -159,7 +159,34 @@ def check_study_run(out):
         assert c["criterion"] in text  # printed next to its result
     assert not set(summary["seeds"]["tuning"]) & set(summary["seeds"]["report"])
     assert f"**Verdict: {summary['verdict']}.**" in text
+    check_protocol_kept(out, results, summary)
     return figures, results, summary
+
+
+def check_protocol_kept(out, results, summary):
+    """Every arm declared with a tune block got its own pick of every axis it declared,
+    from the values it tried; tuning ran on the tuning seeds only and the report on the
+    report seeds only."""
+    cfg = OmegaConf.load(out / "config.yaml").study
+    picks = summary["tuning"]["picks"]
+    for arm, spec in (cfg.get("arms") or {}).items():
+        tuned = sorted((spec.get("tune") or {}).keys())
+        mine = [pk for pk in picks if pk["arm"] == arm]
+        if not tuned:
+            assert all(not pk["tuned"] for pk in mine), arm
+            continue
+        assert mine, f"arm {arm} declares a tune block but got no pick"
+        for pk in mine:
+            assert pk["tuned"] and sorted(pk["chosen"]) == tuned, pk
+            for name, value in pk["chosen"].items():
+                assert value in pk["axes"][name], (arm, name)
+    report_seeds = set(summary["seeds"]["report"])
+    seen = {int(float(r["seed"])) for r in results if r.get("seed", "") != ""}
+    assert seen <= report_seeds, seen - report_seeds
+    if (out / "tuning.csv").is_file():
+        with (out / "tuning.csv").open() as f:
+            tuning = {int(float(r["seed"])) for r in csv.DictReader(f) if r.get("seed")}
+        assert tuning <= set(summary["seeds"]["tuning"]), tuning
 
 
 @pytest.mark.parametrize("name", [n for n in STUDIES if n not in DOMAIN_STUDIES])
