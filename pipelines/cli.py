@@ -5,6 +5,9 @@ train and study are Hydra apps, so every override, `-m`, `hydra.run.dir=...` and
 `--help` work as Hydra users expect; eval scores a trained run (`pipelines.evaluate`);
 report gathers every study's latest full-size result into docs/studies
 (`pipelines.studies.engine.site`).
+
+Start-up: this module imports nothing heavy; `adamlab --help` and `adamlab study --list`
+answer without Hydra or torch, and each command imports only what it runs (bench/startup.py).
 """
 
 from __future__ import annotations
@@ -39,6 +42,12 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE, file=sys.stderr)
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
     command, rest = argv[0], argv[1:]
+    if command == "study" and "--list" in rest:  # answered without importing Hydra
+        from pipelines.studies import STUDIES
+
+        width = max(map(len, STUDIES))
+        print("\n".join(f"{name:<{width}}  {about}" for name, about in STUDIES.items()))
+        return
     if command == "train":
         from pipelines import train as app
     else:

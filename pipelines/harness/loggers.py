@@ -16,7 +16,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import OmegaConf
@@ -175,9 +175,13 @@ class OfflineWandbResume(L.Callback):
 
 
 def build_loggers(cfg, run_dir: Path, resume_step: int = 0, wandb_id: str | None = None) -> list:
-    """CSV (keeping earlier attempts' rows before ``resume_step``) and W&B (continuing
-    ``wandb_id`` when the run dir's checkpoint names one and the config sets none)."""
+    """CSV (always: resuming replays it; earlier attempts' rows kept before ``resume_step``),
+    W&B (continuing ``wandb_id`` when the run dir's checkpoint names one and the config sets
+    none) and TensorBoard (``logger=tensorboard``: Lightning's logger, in tensorboard/)."""
     loggers = [RunCSVLogger(str(run_dir), resume_step)]
+    if cfg.logger.tensorboard.enabled:
+        loggers.append(TensorBoardLogger(str(run_dir), name="", version="tensorboard",
+                                         default_hp_metric=False))
     wb = cfg.logger.wandb
     if wb.enabled:
         wandb_logger = _wandb(cfg, wb, run_dir, wb.get("id") or wandb_id)
@@ -219,7 +223,10 @@ def wandb_run_id(loggers) -> str | None:
 
 
 def wandb_dir(loggers) -> str | None:
-    return _wandb_attr(loggers, "dir")
+    """The offline run's folder (``wandb/offline-run-<time>-<id>``, what ``wandb sync``
+    takes), not its ``files/`` subfolder."""
+    files = _wandb_attr(loggers, "dir")
+    return None if files is None else str(Path(files).parent)
 
 
 def finish(loggers) -> None:

@@ -17,6 +17,8 @@ from omegaconf import OmegaConf
 
 from .files import atomic_write
 
+_CLAIMED: dict[str, str] = {}
+
 PACKAGES = ("torch", "lightning", "torch-geometric", "hydra-core", "wandb", "gymnasium", "ase",
             "torchmetrics", "numpy")
 
@@ -95,3 +97,30 @@ def _check_creatable(key: str, target: str) -> None:
               "directory this user can create and write (set hydra.run.dir or ADAMLAB_RUNS)",
               file=sys.stderr, flush=True)
         raise SystemExit(2)
+
+
+def register_resolvers() -> None:
+    """``${adamlab_unique:PATH}``: the default run dir (configs/train.yaml)."""
+    OmegaConf.register_new_resolver("adamlab_unique", unique_dir, replace=True, use_cache=True)
+
+
+def unique_dir(path: str) -> str:
+    """``path``, or ``path_1``, ``path_2``, ... : the first this process could create. Two
+    runs started in the same second (the default run dir is a timestamp) get two run dirs;
+    the same process asking again gets the same answer. A path that cannot be created is
+    returned as it is, for RunDirCheck to report."""
+    if path in _CLAIMED:
+        return _CLAIMED[path]
+    claimed, n = path, 0
+    while True:
+        try:
+            Path(claimed).mkdir(parents=True)
+            break
+        except FileExistsError:
+            n += 1
+            claimed = f"{path}_{n}"
+        except OSError:
+            claimed = path
+            break
+    _CLAIMED[path] = claimed
+    return claimed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import torch
-from omegaconf import ListConfig
+from omegaconf import ListConfig, OmegaConf
 
 from .checkpoints import Interval
 from .errors import ConfigError
@@ -15,6 +15,7 @@ ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "16-mixed", "bf16-true")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed")
 NONFINITE = ("error", "skip")
+MODES = ("min", "max")
 
 
 def _int(key: str, value, low: int) -> None:
@@ -39,6 +40,11 @@ def validate_common(cfg, pipeline=None) -> None:
                                           and 0 < cfg.ema_decay < 1):
         raise ConfigError("ema_decay", cfg.ema_decay, "null or a number in (0, 1)")
     _validate_trainer(cfg.trainer, pipeline)
+    _validate_callbacks(cfg, monitor_of(cfg, pipeline)[0])
+    _validate_loggers(cfg.logger)
+    if not isinstance(cfg.compile, bool) and not OmegaConf.is_dict(cfg.compile):
+        raise ConfigError("compile", cfg.compile, "true, false or a dict of torch.compile "
+                          "arguments, e.g. {backend: aot_eager}")
     probe = torch.zeros(1, requires_grad=True)  # optimizer and schedule checked on a dummy
     opt = build_optimizer([probe], cfg.optim, cfg.get("clip"))
     build_scheduler(opt, cfg.get("schedule"), total_steps=1000)
@@ -74,3 +80,44 @@ def _validate_trainer(t, pipeline) -> None:
                           f"devices x num_nodes = the job's SLURM_NTASKS={tasks} tasks "
                           f"(one process per device under srun; now {t.devices} x "
                           f"{t.num_nodes})")
+
+
+def monitor_of(cfg, pipeline=None) -> tuple[str | None, str]:
+    """(metric, mode) the best checkpoint, early stopping and a sweeper's objective follow:
+    ``pipeline.monitor`` and ``pipeline.monitor_mode`` from the config. A pipeline config
+    without the key falls back to the pipeline class's ``monitor`` attribute (transitional,
+    for pipelines whose config does not declare it yet); null means none."""
+    p = cfg.pipeline
+    if "monitor" not in p:
+        return getattr(pipeline, "monitor", None) or (None, "min")
+    metric, mode = p.monitor, p.get("monitor_mode", "min")
+    if metric is not None and (not isinstance(metric, str) or not metric):
+        raise ConfigError("pipeline.monitor", metric, "null or a logged metric name")
+    if mode not in MODES:
+        raise ConfigError("pipeline.monitor_mode", mode, "min or max")
+    return metric, mode
+
+
+def _validate_callbacks(cfg, monitor: str | None) -> None:
+    stopping = cfg.callbacks.early_stopping
+    if stopping.patience is None:
+        return
+    _int("callbacks.early_stopping.patience", stopping.patience, 1)
+    if not monitor:
+        raise ConfigError("callbacks.early_stopping.patience", stopping.patience,
+                          "null for a pipeline without pipeline.monitor (nothing to watch)")
+    if not isinstance(stopping.min_delta, int | float) or stopping.min_delta < 0:
+        raise ConfigError("callbacks.early_stopping.min_delta", stopping.min_delta,
+                          "a number >= 0")
+
+
+def _validate_loggers(logger) -> None:
+    if logger.tensorboard.enabled:
+        from lightning.fabric.loggers.tensorboard import (
+            _TENSORBOARD_AVAILABLE,
+            _TENSORBOARDX_AVAILABLE,
+        )
+
+        if not (_TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE):
+            raise ConfigError("logger.tensorboard.enabled", True, "false here: tensorboard is "
+                              "not installed (pip install 'adamlab[tensorboard]')")
