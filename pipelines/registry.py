@@ -16,7 +16,8 @@ and optionally a fifth, for ``adamlab eval RUN_DIR_OR_CKPT [key=value ...]``:
 The LightningModule builds its optimizer with
 ``pipelines.harness.optimizers.configure_optimizers(self, cfg, total_steps)``.
 Pipelines register by name here, imported lazily so `adamlab train pipeline=gnn` never
-imports gymnasium or ase.
+imports gymnasium or ase. A pipeline whose class has no ``evaluate`` may name a module-level
+function with the same signature in ``EVALUATORS`` (one dispatch for `adamlab eval`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ PIPELINES = {
     "gnn": "pipelines.gnn.pipeline:GNNPipeline",
     "rl": "pipelines.rl.pipeline:RLPipeline",
     "mlip": "pipelines.mlip.pipeline:MLIPPipeline",
+}
+
+# pipeline name -> "module:function" with evaluate's signature, for pipelines whose class
+# does not define it
+EVALUATORS = {
+    "mlip": "pipelines.mlip.evaluate:evaluate",
 }
 
 
@@ -50,3 +57,14 @@ def get(name: str) -> Pipeline:
         raise ConfigError("pipeline.name", name, "one of " + ", ".join(sorted(PIPELINES)))
     module, cls = PIPELINES[name].split(":")
     return getattr(importlib.import_module(module), cls)()
+
+
+def evaluator(name: str):
+    """The pipeline's ``evaluate(cfg, checkpoint, run_dir, options)``, or None."""
+    pipeline = get(name)
+    if hasattr(pipeline, "evaluate"):
+        return pipeline.evaluate
+    if name in EVALUATORS:
+        module, function = EVALUATORS[name].split(":")
+        return getattr(importlib.import_module(module), function)
+    return None

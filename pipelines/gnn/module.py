@@ -45,6 +45,7 @@ class NodeClassification(L.LightningModule):
             embedding_dim=m.embedding_dim, **{k: m[k] for k in GAT_KEYS if k in m})
         self.best = {"val_acc": -1.0, "epoch": -1, "test_acc": None}
         self.best_nodes: dict[str, torch.Tensor] = {}
+        self.best_weights: dict[str, torch.Tensor] = {}
         self._train_metrics: list[torch.Tensor] = []
 
     def forward(self, graph: GraphTensors | None = None):
@@ -79,6 +80,9 @@ class NodeClassification(L.LightningModule):
             self.best = {"val_acc": score[0], "val_loss": -score[1], "epoch": self.current_epoch,
                          "test_acc": metrics["test_acc"]}
             self.best_nodes = {"pred": logits.argmax(1).cpu(), "loss": node_loss.cpu()}
+            # the evaluated weights (EMA's when on) behind these metrics: `adamlab eval`
+            self.best_weights = {k: v.detach().cpu().clone()
+                                 for k, v in self.model.state_dict().items()}
         if self.trainer.state.fn != "fit":  # trainer.validate(): Lightning's own results
             self.log_dict(tensors, batch_size=1)
             return
@@ -112,8 +116,11 @@ class NodeClassification(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["best"] = {**self.best, **self.best_nodes}
+        if self.best_weights:
+            checkpoint["best_weights"] = self.best_weights
 
     def on_load_checkpoint(self, checkpoint):
         saved = dict(checkpoint.get("best", {}))
         self.best_nodes = {k: saved.pop(k) for k in ("pred", "loss") if k in saved}
         self.best = saved or self.best
+        self.best_weights = dict(checkpoint.get("best_weights", {}))

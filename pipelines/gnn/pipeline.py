@@ -21,7 +21,6 @@ SYNTHETIC_KEYS = ("num_nodes", "num_classes", "avg_degree", "exponent", "homophi
 
 
 class GNNPipeline:
-    monitor = ("val_acc", "max")
     logs_learning_rate = True  # the epoch's row has it: no LearningRateMonitor call per step
     # read by the harness: DDP would give every rank the whole graph (replicated, not shared work)
     distributed_refusal = "full-batch training on one graph: every rank would repeat the same work"
@@ -82,14 +81,18 @@ class GNNPipeline:
         out = {"val_acc": best["val_acc"], "test_acc": best["test_acc"],
                "best_epoch": best["epoch"]}
         if module.best_nodes:
-            pred, loss = module.best_nodes["pred"], module.best_nodes["loss"]
-            out["test_acc_by_degree"] = accuracy_by_degree(pred, data.y, data.degree,
-                                                            data.test_mask)
-            report = degree_report(pred, data.y, loss, data.edge_index, data.test_mask,
-                                   int(data.y.max()) + 1)
-            out["test_loss_variance_across_degree_groups"] = report.pop("rawls_loss_variance")
-            out["test_degree_fairness"] = report
+            out |= degree_tables(data, module.best_nodes["pred"], module.best_nodes["loss"])
         return out
+
+    def evaluate(self, cfg, checkpoint: Path, run_dir: Path, options: dict) -> dict:
+        """``adamlab eval``: the run's evaluated weights at its best epoch (``weights=last``:
+        the last training weights) on the run's graph, or on another one given by ``data.*``
+        options (same feature width and classes; a model with a per-node embedding also needs
+        the same nodes). Returns the summary's metrics, recomputed; figures go to
+        ``<run>/eval/``."""
+        from .evaluate import evaluate
+
+        return evaluate(self, cfg, checkpoint, Path(run_dir), options)
 
     def figures(self, trainer, module, dm, out_dir) -> list:
         paths = []
@@ -100,3 +103,13 @@ class GNNPipeline:
                 trainer.optimizers[0], module.model.embedding.weight, dm.data.degree, out_dir))
         return paths
 
+
+
+def degree_tables(data, pred: torch.Tensor, loss: torch.Tensor) -> dict:
+    """The summary's degree tables of per-node predictions and losses on the test nodes."""
+    out = {"test_acc_by_degree": accuracy_by_degree(pred, data.y, data.degree, data.test_mask)}
+    report = degree_report(pred, data.y, loss, data.edge_index, data.test_mask,
+                           int(data.y.max()) + 1)
+    out["test_loss_variance_across_degree_groups"] = report.pop("rawls_loss_variance")
+    out["test_degree_fairness"] = report
+    return out
