@@ -28,7 +28,7 @@ pytestmark = [
 ]
 ADAMLAB = str(Path(sys.executable).parent / "adamlab")
 TINY = ["data.num_nodes=600", "data.feature_dim=16", "trainer.enable_progress_bar=false",
-        "telemetry_every=0"]
+        "telemetry_every=0", "checkpoint_every=1"]  # gnn.yaml saves every 30 s: these are faster
 
 
 def _env(tmp_path):
@@ -51,7 +51,16 @@ def _wait(condition, timeout: float, what: str):
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
-def _sweep(tmp_path, *overrides, timeout=240):
+def _requeued(job: str) -> bool:
+    """The requeue has landed (the job waits for its BeginTime); a job that ended instead
+    fails the test at once (the signal came after its last step)."""
+    state = _state(job)
+    if state[0] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
+        pytest.fail(f"job {job} ended ({state[0]}) instead of being requeued")
+    return state == ("PENDING", "BeginTime")
+
+
+def _sweep(tmp_path, *overrides, timeout=600):
     cmd = [ADAMLAB, "train", "-m", "hydra/launcher=slurm", *TINY, *overrides]
     return subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True,
                           timeout=timeout, cwd=tmp_path)
@@ -77,15 +86,15 @@ def test_requeued_array_task_resumes_and_the_sweep_completes(tmp_path):
     task = None
     try:
         ckpt = _wait(lambda: next((tmp_path / "runs" / "multirun").glob(
-            "*/0_*_0/checkpoints/last.ckpt"), None), 120, "the task's first epoch")
+            "*/0_*_0/checkpoints/last.ckpt"), None), 300, "the task's first epoch")
         run_dir = ckpt.parent.parent
         task = "_".join(run_dir.name.split("_")[1:])  # <array job id>_<task id>
         subprocess.run(["scancel", "--signal=USR1", task], check=True, timeout=10)
-        _wait(lambda: _state(task) == ("PENDING", "BeginTime"), 60, "the requeue")
+        _wait(lambda: _requeued(task), 120, "the requeue")
         time.sleep(1.5)
         subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True,
                        timeout=10)
-        out, err = sweep.communicate(timeout=180)
+        out, err = sweep.communicate(timeout=600)
     finally:
         if sweep.poll() is None:
             sweep.kill()
@@ -135,14 +144,14 @@ def test_sbatch_script_requeues_and_resumes_exactly(tmp_path, pipeline):
                          check=True).stdout.strip()
     run_dir = tmp_path / "runs" / "slurm" / f"rq-{job}"
     try:
-        _wait(lambda: (run_dir / "checkpoints" / "last.ckpt").is_file(), 90, "first epoch")
+        _wait(lambda: (run_dir / "checkpoints" / "last.ckpt").is_file(), 300, "first epoch")
         subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=10)
         # a requeued job waits 120 s (BeginTime): start it now, once the requeue has landed
-        _wait(lambda: _state(job) == ("PENDING", "BeginTime"), 60, "the requeue")
+        _wait(lambda: _requeued(job), 120, "the requeue")
         time.sleep(1.5)
         subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True,
                        timeout=10)
-        _wait(lambda: _state(job)[0] in ("COMPLETED", "FAILED", "CANCELLED"), 120, "the end")
+        _wait(lambda: _state(job)[0] in ("COMPLETED", "FAILED", "CANCELLED"), 600, "the end")
     finally:
         subprocess.run(["scancel", job], timeout=10)
     log = (tmp_path / f"rq-{job}.log").read_text()
@@ -211,10 +220,10 @@ def test_a_failed_requeue_fails_the_job(tmp_path):
                                    adamlab=ADAMLAB), env)
     run_dir = tmp_path / "runs" / "slurm" / f"rq-{job}"
     try:
-        _wait(lambda: (run_dir / "checkpoints" / "last.ckpt").is_file(), 90, "first epoch")
+        _wait(lambda: (run_dir / "checkpoints" / "last.ckpt").is_file(), 300, "first epoch")
         subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=10)
     finally:
-        state = _finish(job, 120)
+        state = _finish(job, 300)
     log = (tmp_path / f"rq-{job}.log").read_text()
     assert state == "FAILED", log[-3000:]
     out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True,
@@ -235,7 +244,7 @@ def test_srun_two_tasks_one_cpu_each(tmp_path, pipeline):
                      else "pipeline.total_timesteps=256")
     job = _submit(tmp_path, render(args, tasks_per_node=2, cpus=1, name="ddp",
                                    runs=str(tmp_path / "runs"), adamlab=ADAMLAB))
-    state = _finish(job, 240)
+    state = _finish(job, 600)
     log = (tmp_path / f"ddp-{job}.log").read_text()
     run_dir = tmp_path / "runs" / "slurm" / f"ddp-{job}"
     if pipeline == "gnn":
@@ -244,3 +253,31 @@ def test_srun_two_tasks_one_cpu_each(tmp_path, pipeline):
     assert state == "COMPLETED", log[-3000:]
     assert "MEMBER: 2/2" in log
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "ok"
+
+
+def test_the_log_tells_a_time_limit_and_max_requeues_stops_the_job(tmp_path):
+    """Slurm's own SIGUSR1 before the time limit (the limit shortened once training runs, so
+    Slurm signals within its 30 s check): the log says "before the job's time limit", and
+    with max_requeues=0 the job ends FAILED (status 3) instead of requeueing."""
+    overrides = [*TINY, "trainer.max_epochs=100000", "max_requeues=0"]  # ends at the signal
+    job = _submit(tmp_path, render(overrides, name="tl", time_limit="30:00", signal_s=90,
+                                   runs=str(tmp_path / "runs"), adamlab=ADAMLAB))
+    run_dir = tmp_path / "runs" / "slurm" / f"tl-{job}"
+    try:
+        _wait(lambda: (run_dir / "checkpoints" / "last.ckpt").is_file(), 300, "first epoch")
+        out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True,
+                             timeout=10).stdout
+        h, m, s = (int(x) for x in re.search(r"RunTime=(?:\d+-)?(\S+)", out)[1].split(":"))
+        minutes = (h * 3600 + m * 60 + s) // 60 + 2  # ends 60-120 s from now: within 90 + 30
+        subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={minutes}"],
+                       check=True, timeout=10)
+    finally:
+        state = _finish(job, 300)
+    log = (tmp_path / f"tl-{job}.log").read_text()
+    assert state == "FAILED", log[-3000:]
+    assert re.search(r"SIGUSR1 \d+ s before the job's time limit \(", log), log[-3000:]
+    assert "a preemption" not in log
+    assert f"job {job} was requeued 0 times (max_requeues=0)" in log
+    assert "ExitCode=3:0" in subprocess.run(["scontrol", "show", "job", job],
+                                            capture_output=True, text=True, timeout=10).stdout
+    assert (run_dir / "hpc_ckpt_1.ckpt").is_file()
