@@ -33,9 +33,9 @@ Semantics worth knowing:
   charts/mean_return_last20, charts/SPS, charts/learning_rate, charts/clip_coef,
   charts/update_epochs, losses/policy_loss, losses/value_loss, losses/entropy,
   losses/old_approx_kl, losses/approx_kl, losses/clipfrac, losses/explained_variance,
-  eval/episodic_return, diagnostics/pg_grad_variance, diagnostics/pg_grad_cosine,
-  diagnostics/pg_grad_norm. summary.json: eval_return, steps_to_threshold, threshold,
-  mean_return_last20, env_steps, episodes, updates.
+  eval/episodic_return, diagnostics/pg_minibatch_grad_variance,
+  diagnostics/pg_minibatch_grad_cosine, diagnostics/pg_grad_norm. summary.json: eval_return,
+  steps_to_threshold, threshold, mean_return_last20, env_steps, episodes, updates.
 - Resume: a checkpoint holds the agent, optimizer, schedule, sampling RNG, counters,
   episode records, normalisation statistics, the metric history, and the envs' state as
   plain data where it can be represented (classic control, MuJoCo: resume is exact).

@@ -58,8 +58,12 @@ class Collector:
         return self._collect(agent, generator, n_steps)
 
     def episodes_per_env(self, agent: Agent, generator: torch.Generator) -> Rollout:
-        """Whole episodes from fresh resets: step until every env has finished one, keep each
-        env's complete episodes and mark its unfinished tail invalid."""
+        """Whole episodes from fresh resets, selected without a length bias: the cutoff is
+        the step at which the last env finishes its first episode; every episode that
+        started at or before it is kept (each env steps on until its episode in progress
+        at the cutoff ends), every later one is dropped (marked invalid). Whether an
+        episode is kept is decided when it starts, never by how long it runs; keeping only
+        the episodes that end before the cutoff would favour short ones."""
         self.reset()
         return self._collect(agent, generator, None)
 
@@ -67,9 +71,12 @@ class Collector:
         device = next(agent.parameters()).device
         columns = {key: [] for key in ("obs", "actions", "logprobs", "values", "rewards",
                                        "dones")}
-        last_done = np.full(self.num_envs, -1)
+        last_done = np.full(self.num_envs, -1)   # end of each env's last kept episode
+        start = np.zeros(self.num_envs, dtype=np.int64)  # start of its episode in progress
+        cutoff = None  # whole episodes: those starting after it are dropped
         t = 0
-        while (t < n_steps) if n_steps is not None else (last_done < 0).any():
+        while (t < n_steps) if n_steps is not None else (
+                cutoff is None or (start <= cutoff).any()):
             obs = self._tensor(self.normalizer.obs(self.obs), device)
             action, logprob, value = agent.act(obs, generator)
             reward, done = self._step(agent, action.cpu().numpy(), device)
@@ -77,7 +84,10 @@ class Collector:
             for key, item in zip(columns, (obs, action, logprob, value, reward, done_t),
                                  strict=True):
                 columns[key].append(item)
-            last_done[done] = t
+            last_done[done if cutoff is None else done & (start <= cutoff)] = t
+            start[done] = t + 1
+            if n_steps is None and cutoff is None and (last_done >= 0).all():
+                cutoff = t
             t += 1
         rollout = {key: torch.stack(items) for key, items in columns.items()}
         valid = torch.ones_like(rollout["rewards"])

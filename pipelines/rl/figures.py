@@ -38,12 +38,12 @@ def return_curve(episodes: list, history: History, threshold: float | None, wind
 def gradient_variance(history: History, title: str, path: Path) -> Path:
     fig = Figure(figsize=(6, 5))
     top, bottom = fig.subplots(2, 1, sharex=True)
-    steps, variance = history.series("diagnostics/pg_grad_variance")
+    steps, variance = history.series("diagnostics/pg_minibatch_grad_variance")
     if len(steps):
         top.semilogy(steps, variance, label="variance across minibatches")
         top.semilogy(steps, history.series("diagnostics/pg_grad_norm")[1] ** 2,
                      label="squared norm (full batch)")
-        bottom.plot(steps, history.series("diagnostics/pg_grad_cosine")[1], color="C2")
+        bottom.plot(steps, history.series("diagnostics/pg_minibatch_grad_cosine")[1], color="C2")
         top.legend(fontsize=8)
     top.set(ylabel="policy gradient", title=title)
     bottom.set(xlabel="env steps", ylabel="cosine to full batch", ylim=(-1, 1))
