@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -52,6 +53,8 @@ def _quiet_lightning_logging() -> None:
 
 
 _quiet_lightning_logging()
+# Lightning 2.6 under torch 2.13, once per run: nothing a user can act on
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 class Metrics(dict):
@@ -131,11 +134,13 @@ def compiled(module: L.LightningModule, setting) -> L.LightningModule:
 
 
 def objective(trainer, monitor: str | None) -> float | None:
-    """The best monitored value the run reached (ModelCheckpoint's), else its last one."""
+    """The best monitored value the run reached (its best-checkpoint callback's), else the
+    last one logged."""
     if not monitor:
         return None
-    best = trainer.checkpoint_callback and getattr(trainer.checkpoint_callback,
-                                                   "best_model_score", None)
+    best = next((cb.best_model_score for cb in trainer.checkpoint_callbacks
+                 if getattr(cb, "monitor", None) == monitor
+                 and cb.best_model_score is not None), None)
     value = best if best is not None else trainer.callback_metrics.get(monitor)
     return None if value is None else float(value)
 
