@@ -11,19 +11,26 @@ state_dict round trip (ours through torch.save, or torch's own state_dict loaded
 fresh adamlab optimizer). 16-bit parameters are compared with torch on float32 weights
 (our float32 master).
 
-The gradient is g = a (p - target) + noise (noise only for 16-bit parameters, whose
-rounding would feed back). torch runs its multi-tensor (foreach) step, the path adamlab's
-transforms follow op for op; the fused lowering is an ulp per step away from it (as
-torch's fused kernel is from torch's own foreach step), well inside the tolerances
-(relative 1e-6 in float32, 1e-10 in float64).
+The gradient is g = a (p - target) + noise, computed as a p + (noise - a target) (noise
+only for 16-bit parameters, whose rounding would feed back), for both optimizers at once
+in two multi-tensor ops a step, into buffers in each gradient's layout: the harness costs
+a fraction of the two steps it compares. torch runs its multi-tensor (foreach) step, the
+path adamlab's transforms follow op for op; the fused lowering is an ulp per step away
+from it (as torch's fused kernel is from torch's own foreach step), well inside the
+tolerances (relative 1e-6 in float32, 1e-10 in float64). The CPU cases are independent and
+run in two forked workers of one thread each (``ADAMLAB_TEST_WORKERS=1``: in this process).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import math
+import multiprocessing
+import os
 import random
+import traceback
 
 import pytest
 import torch
@@ -99,11 +106,14 @@ class Param:
         real = torch.float32 if self.dtype in LOW else self.dtype
         self.a = 0.5 + torch.rand(self.shape, generator=gen, dtype=real.to_real()
                                   if real.is_complex else real)
-        self.target = torch.randn(self.shape, generator=gen, dtype=real)
-        self.noise = 0.1 * torch.randn((STEPS, *self.shape), generator=gen, dtype=real)
+        target = torch.randn(self.shape, generator=gen, dtype=real)
+        noise = 0.1 * torch.randn((STEPS, *self.shape), generator=gen, dtype=real)
         self.skip = (torch.rand(STEPS, generator=gen) < self.missing).tolist()
-        if self.dtype in LOW:
-            self.low_noise = self.noise.to(self.dtype).float()
+        if self.dtype in LOW:  # ours takes the rounded noise, torch its float32 value
+            self.offset, self.master_offset = noise, noise.to(self.dtype).float()
+        else:  # g = a p + offset
+            self.offset = self.master_offset = noise - self.a * target
+        self.device = "cpu"
 
     @property
     def compute_dtype(self):
@@ -111,16 +121,15 @@ class Param:
 
     def to(self, device: str) -> Param:
         """The same recipe with its tensors on ``device``."""
-        for key in ("a", "target", "noise", "low_noise"):
-            if hasattr(self, key):
-                setattr(self, key, getattr(self, key).to(device))
+        for key in ("a", "offset", "master_offset"):
+            setattr(self, key, getattr(self, key).to(device))
         self.device = device
         return self
 
     def make(self, master: bool = False) -> torch.Tensor:
         """The parameter (``master``: torch's float32 stand-in for a 16-bit one)."""
         gen = torch.Generator().manual_seed(self.seed + 1)
-        dtype, device = self.compute_dtype, getattr(self, "device", "cpu")
+        dtype, device = self.compute_dtype, self.device
         if self.layout == "transposed":
             t = torch.randn(self.shape[::-1], generator=gen, dtype=dtype).to(device).t()
         elif self.layout == "strided":
@@ -140,13 +149,13 @@ class Param:
     def active(self, step: int) -> bool:
         return step >= self.start and not self.skip[step]
 
-    def layout_of(self, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """The gradient ``g`` of ``p`` in this recipe's gradient layout."""
+    def grad_buffer(self, p: torch.Tensor) -> torch.Tensor:
+        """A gradient for ``p`` in this recipe's gradient layout."""
         if self.grad_layout == "contiguous":
-            return g.contiguous()
-        if self.grad_layout == "transposed" and g.ndim == 2:
-            return g.t().contiguous().t()
-        return torch.empty_like(p).copy_(g)
+            return torch.empty(p.shape, dtype=p.dtype, device=p.device)
+        if self.grad_layout == "transposed" and p.ndim == 2:
+            return torch.empty(p.shape[::-1], dtype=p.dtype, device=p.device).t()
+        return torch.empty_like(p)
 
 
 class Case:
@@ -195,23 +204,40 @@ class Case:
         return cls(groups, **self.shared, **fixed, foreach=True)
 
 
-def gradients(recipes, params, step, master, active) -> list:
-    """Each parameter's gradient (None where it has none this step): the smooth part in
-    three multi-tensor ops, then each gradient in its layout."""
-    smooth = [i for i, r in enumerate(recipes) if active[i] and r.dtype not in LOW]
-    out = [None] * len(recipes)
-    if smooth:
-        diffs = torch._foreach_sub([params[i].detach() for i in smooth],
-                                   [recipes[i].target for i in smooth])
-        torch._foreach_mul_(diffs, [recipes[i].a for i in smooth])
-        torch._foreach_add_(diffs, [recipes[i].noise[step] for i in smooth])
-        for i, d in zip(smooth, diffs):
-            out[i] = d
-    for i, r in enumerate(recipes):
-        if active[i]:
-            out[i] = r.layout_of(params[i], out[i] if out[i] is not None else
-                                 r.low_noise[step] if master else r.noise[step].to(r.dtype))
-    return out
+class Gradients:
+    """Each step's gradients of several parameter sets (ours and torch's), written into
+    buffers in each recipe's gradient layout by two multi-tensor ops for all of them."""
+
+    def __init__(self, recipes, param_sets):
+        """``param_sets``: (params, master) pairs, master for torch's float32 stand-ins."""
+        self.grads, self.buffers, self.offsets = [], [], []
+        smooth = []
+        for params, master in param_sets:
+            for r, p in zip(recipes, params):
+                buffer = r.grad_buffer(p)
+                self.grads.append((p, buffer))
+                self.buffers.append(buffer)
+                self.offsets.append((r.master_offset if master else r.offset).unbind(0))
+                if r.dtype not in LOW:
+                    smooth.append((buffer, r.a, p.detach()))
+        self.smooth = [list(t) for t in zip(*smooth)] if smooth else None
+        self.copies = len(param_sets)
+
+    def __call__(self, step: int, active: list) -> None:
+        """Set every p.grad for ``step``: None where ``active`` (per recipe) says so."""
+        torch._foreach_copy_(self.buffers, [o[step] for o in self.offsets])
+        if self.smooth:
+            torch._foreach_addcmul_(*self.smooth)
+        for (p, g), on in zip(self.grads, active * self.copies):
+            p.grad = g if on else None
+
+
+def unobserved_step(ref: torch.optim.Optimizer):
+    """torch's ``ref.step`` without the wrapper torch puts around every step to name it for
+    the profiler and run the step hooks (none here): it computes nothing and costs about a
+    fifth of a small step."""
+    step = type(ref).step
+    return functools.partial(step.__wrapped__, ref) if getattr(step, "hooked", False) else ref.step
 
 
 def run(case: Case):
@@ -221,20 +247,20 @@ def run(case: Case):
     flat_ours = [p for ps in ours_p for p in ps]
     flat_ref = [p for ps in ref_p for p in ps]
     opt, ref = case.ours(ours_p), case.reference(ref_p)
+    gradients = Gradients(recipes, [(flat_ours, False), (flat_ref, True)])
+    ref_step = unobserved_step(ref)
     for step in range(STEPS):
         active = [r.active(step) for r in recipes]
-        for params, master in ((flat_ours, False), (flat_ref, True)):
-            grads = gradients(recipes, params, step, master, active)
-            for p, g in zip(params, grads):
-                p.grad = g
-        poisoned = [p for p in flat_ours if p.grad is not None and p.numel()]
-        if step == case.nan_step and poisoned:
+        gradients(step, active)
+        poisoned = [p for p in flat_ours if p.grad is not None and p.numel()
+                    ] if step == case.nan_step else None
+        if poisoned:
             poisoned[0].grad = poisoned[0].grad.clone().fill_(float("nan"))
         else:
             if case.clip:
                 torch.nn.utils.clip_grad_norm_([q for q in flat_ref if q.grad is not None],
                                                case.clip)
-            ref.step()
+            ref_step()
         opt.step()
         if step == case.save_step:
             fresh = case.ours(ours_p)
@@ -282,17 +308,65 @@ def check(case: Case) -> None:
                 assert worst <= 10 * tol, f"{case}: state {key}: {worst:.3e}"
 
 
-@pytest.mark.parametrize("first", range(0, 500, CASES_PER_TEST))
-def test_presets_equal_torch_on_generated_cases(first, one_thread):
-    for seed in range(first, first + CASES_PER_TEST):
+def workers() -> int:
+    """Processes for the CPU cases: one a core, at most 2 (CI's 2 cores; the cases are
+    independent), 1 (this process) where fork is missing; ``ADAMLAB_TEST_WORKERS=1`` runs
+    them here on a busy machine."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    wanted = os.environ.get("ADAMLAB_TEST_WORKERS")
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    return int(wanted) if wanted else min(2, cores)
+
+
+def check_seed(seed: int) -> None:
+    """``check(Case(seed))`` in a worker: a failure comes back with its seed and traceback
+    (a pool keeps only the message)."""
+    try:
         check(Case(seed))
+    except Exception as error:
+        raise AssertionError(f"seed {seed}: {type(error).__name__}: {error}\n"
+                             f"{traceback.format_exc()}") from None
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """Forked workers, one thread each, shared by this module's CPU tests (torch's lazy
+    imports done before the fork, so no worker pays them)."""
+    n = workers()
+    if n < 2:
+        yield None
+        return
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)])
+    processes = multiprocessing.get_context("fork").Pool(n, initializer=torch.set_num_threads,
+                                                         initargs=(1,))
+    try:
+        yield processes
+    finally:
+        processes.terminate()  # nothing is left running after a failure or a timeout
+        processes.join()
+
+
+def check_seeds(seeds: range, pool) -> None:
+    """Every seed's case, in the pool's workers where there is one."""
+    if pool is None:
+        for seed in seeds:
+            check_seed(seed)
+    else:
+        for _ in pool.imap_unordered(check_seed, seeds):
+            pass
+
+
+@pytest.mark.parametrize("first", range(0, 500, CASES_PER_TEST))
+def test_presets_equal_torch_on_generated_cases(first, pool, one_thread):
+    check_seeds(range(first, first + CASES_PER_TEST), pool)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("first", range(500, 2500, CASES_PER_TEST))
-def test_presets_equal_torch_on_more_generated_cases(first, one_thread):
-    for seed in range(first, first + CASES_PER_TEST):
-        check(Case(seed))
+def test_presets_equal_torch_on_more_generated_cases(first, pool, one_thread):
+    check_seeds(range(first, first + CASES_PER_TEST), pool)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device "
@@ -323,12 +397,11 @@ def test_compiled_steps_equal_the_chain_on_generated_cases(name, seed, device):
     fast, slow = [r.make() for r in recipes], [r.make() for r in recipes]
     opt = optim.create(name, fast, lr=1e-2, compiled=True)
     ref = optim.create(name, slow, lr=1e-2)
+    gradients = Gradients(recipes, [(fast, False), (slow, False)])
     for step in range(50):
-        active = [r.active(step) for r in recipes]
-        for params, o in ((fast, opt), (slow, ref)):
-            for p, g in zip(params, gradients(recipes, params, step, False, active)):
-                p.grad = g
-            o.step()
+        gradients(step, [r.active(step) for r in recipes])
+        opt.step()
+        ref.step()
     for r, p, q in zip(recipes, fast, slow):
         tol = TOL[torch.float64 if r.compute_dtype in (torch.float64, torch.complex128)
                   else torch.float32]
