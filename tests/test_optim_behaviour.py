@@ -264,6 +264,66 @@ def test_torch_schedulers_drive_the_group_lr():
     assert opt.param_groups[0]["lr"] == 0.0 and torch.equal(p.detach(), frozen)
 
 
+def test_step_hooks_see_every_step_and_may_replace_its_arguments():
+    """The step skips torch's hook wrapper only while nothing is registered: the hooks of
+    the optimizer and torch's global optimizer hooks still see each step, in torch's order."""
+    hooks = torch.optim.optimizer
+    p = param(3)
+    opt = optim.create("sgd", [p], lr=1.0)
+    seen = []
+
+    def pre(o, args, kwargs):
+        assert o is opt
+        seen.append(("pre", p.detach().clone()))
+
+    def post(o, args, kwargs):
+        seen.append(("post", p.detach().clone()))
+
+    def replace(o, args, kwargs):  # torch's contract: may return (args, kwargs)
+        return args, {"closure": lambda: torch.tensor(7.0)}
+
+    start = p.detach().clone()
+    handles = [opt.register_step_pre_hook(pre), opt.register_step_post_hook(post),
+               hooks.register_optimizer_step_pre_hook(lambda o, a, k: seen.append(("global pre",))),
+               hooks.register_optimizer_step_post_hook(
+                   lambda o, a, k: seen.append(("global post",)))]
+    try:
+        step_with(opt, [p], [torch.ones(3, dtype=f64)])
+        assert [s[0] for s in seen] == ["global pre", "pre", "post", "global post"]
+        assert torch.equal(seen[1][1], start) and torch.equal(seen[2][1], start - 1)
+        replaced = opt.register_step_pre_hook(replace)
+        assert opt.step().item() == 7.0  # the hook's closure ran
+        replaced.remove()
+    finally:
+        for h in handles:
+            h.remove()
+    seen.clear()
+    step_with(opt, [p], [torch.ones(3, dtype=f64)])
+    assert seen == [] and torch.equal(p.detach(), start - 3)
+
+
+def test_the_profiler_sees_step_and_zero_grad():
+    p = param(3)
+    opt = optim.create("adam", [p], lr=0.1)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step_with(opt, [p], [torch.ones(3, dtype=f64)])
+        opt.zero_grad()
+    names = {e.name for e in prof.events()}
+    assert "Optimizer.step#ChainOptimizer.step" in names
+    assert "Optimizer.zero_grad#ChainOptimizer.zero_grad" in names
+    assert p.grad is None
+
+
+def test_zero_grad_keeps_torchs_meaning():
+    p, q = param(3), param(2, seed=1)
+    opt = optim.create("adam", [p, q], lr=0.1)
+    p.grad = torch.ones(3, dtype=f64)
+    opt.zero_grad(set_to_none=False)
+    assert torch.equal(p.grad, torch.zeros(3, dtype=f64)) and q.grad is None
+    opt.zero_grad()
+    assert p.grad is None and q.grad is None
+
+
 def test_cyclical_schedules_never_touch_beta1():
     p = param(3)
     opt = optim.create("adam", [p], lr=1e-3, betas=(0.9, 0.999))
