@@ -197,3 +197,37 @@ def test_box2d_continuous_envs_train_through_the_same_path(tmp_path):
                          "pipeline.eval_episodes=1", "pipeline.pg_grad_every=0"), tmp_path)
     assert metrics["env_steps"] == 512 and metrics["updates"] == 2
     assert _last_state(tmp_path)["rl"]["collector"]["envs"] is None  # Box2D: restarts
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_agent_fast_path_is_torch_distributions_bit_for_bit(env_id):
+    """act/evaluate/greedy skip torch.distributions for speed; they must still give Normal's
+    and Categorical's numbers exactly, gradients included."""
+    agent = agent_for(env_id)
+    obs = torch.randn(64, agent.actor[0].in_features, generator=torch.Generator().manual_seed(1))
+    dist = agent.dist(obs)
+    generator = torch.Generator().manual_seed(2)
+    action, logprob, value = agent.act(obs, generator)
+    reference = torch.Generator().manual_seed(2)
+    if agent.continuous:
+        expected = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=reference)
+    else:
+        expected = torch.multinomial(dist.probs, 1, generator=reference).squeeze(-1)
+    assert torch.equal(action, expected)
+    assert torch.equal(logprob, agent.logprob(dist, action))
+    assert torch.equal(value, agent.critic(obs).squeeze(-1))
+    assert torch.equal(agent.greedy(obs), dist.mean if agent.continuous else dist.probs.argmax(-1))
+
+    grads, outputs = [], []
+    for fast in (True, False):
+        agent.zero_grad()
+        if fast:
+            logp, entropy, v = agent.evaluate(obs, action)
+        else:
+            d = agent.dist(obs)
+            logp, entropy, v = agent.logprob(d, action), agent.entropy(d), agent.critic(obs)[:, 0]
+        (logp.mean() - 0.1 * entropy.mean() + v.square().mean()).backward()
+        grads.append([p.grad.clone() for p in agent.parameters()])
+        outputs.append((logp, entropy, v))
+    assert all(torch.equal(a, b) for a, b in zip(*outputs, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))

@@ -68,53 +68,74 @@ class Collector:
         return self._collect(agent, generator, None)
 
     def _collect(self, agent: Agent, generator: torch.Generator, n_steps: int | None) -> Rollout:
+        """Preallocated ``[T, N]`` buffers for a fixed ``n_steps`` (grown by doubling for
+        whole episodes), filled in place under ``inference_mode``: no per-step lists, dicts
+        or stacks."""
         device = next(agent.parameters()).device
-        columns = {key: [] for key in ("obs", "actions", "logprobs", "values", "rewards",
-                                       "dones")}
+        capacity = n_steps if n_steps is not None else 64
+        buffers = self._buffers(agent, capacity, device)
         last_done = np.full(self.num_envs, -1)   # end of each env's last kept episode
         start = np.zeros(self.num_envs, dtype=np.int64)  # start of its episode in progress
         cutoff = None  # whole episodes: those starting after it are dropped
         t = 0
-        while (t < n_steps) if n_steps is not None else (
-                cutoff is None or (start <= cutoff).any()):
-            obs = self._tensor(self.normalizer.obs(self.obs), device)
-            action, logprob, value = agent.act(obs, generator)
-            reward, done = self._step(agent, action.cpu().numpy(), device)
-            done_t = torch.as_tensor(done, dtype=torch.float32, device=device)
-            for key, item in zip(columns, (obs, action, logprob, value, reward, done_t),
-                                 strict=True):
-                columns[key].append(item)
-            last_done[done if cutoff is None else done & (start <= cutoff)] = t
-            start[done] = t + 1
-            if n_steps is None and cutoff is None and (last_done >= 0).all():
-                cutoff = t
-            t += 1
-        rollout = {key: torch.stack(items) for key, items in columns.items()}
+        with torch.inference_mode():
+            while (t < n_steps) if n_steps is not None else (
+                    cutoff is None or (start <= cutoff).any()):
+                if t == capacity:
+                    buffers = {key: torch.cat([item, torch.empty_like(item)])
+                               for key, item in buffers.items()}
+                    capacity *= 2
+                obs = buffers["obs"][t]
+                obs.copy_(torch.from_numpy(np.asarray(self.normalizer.obs(self.obs))))
+                action, logprob, value = agent.act(obs, generator)
+                buffers["actions"][t] = action
+                buffers["logprobs"][t] = logprob
+                buffers["values"][t] = value
+                done = self._step(agent, action.cpu().numpy(), device, buffers["rewards"][t])
+                buffers["dones"][t] = torch.from_numpy(done)
+                last_done[done if cutoff is None else done & (start <= cutoff)] = t
+                start[done] = t + 1
+                if n_steps is None and cutoff is None and (last_done >= 0).all():
+                    cutoff = t
+                t += 1
+            last_value = agent.value(self._tensor(self.normalizer.obs(self.obs), device))
+        # clones: inference tensors cannot be saved for backward, the update needs them to
+        rollout = {key: item[:t].clone() for key, item in buffers.items()}
         valid = torch.ones_like(rollout["rewards"])
         if n_steps is None:
             steps = torch.arange(t, device=device)[:, None]
             valid = (steps <= torch.as_tensor(last_done, device=device)).float()
-        with torch.no_grad():
-            last_value = agent.value(self._tensor(self.normalizer.obs(self.obs), device))
-        return Rollout(**rollout, valid=valid, last_value=last_value)
+        return Rollout(**rollout, valid=valid, last_value=last_value.clone())
 
-    def _step(self, agent: Agent, action: np.ndarray, device) -> tuple[torch.Tensor, np.ndarray]:
-        """One vector step: the learning reward (normalised if asked, truncations bootstrapped
-        with V of the normalised final observation) and the done flags."""
+    def _buffers(self, agent: Agent, capacity: int, device) -> dict[str, torch.Tensor]:
+        n = (capacity, self.num_envs)
+        space = self.envs.single_action_space
+        action_shape, action_dtype = ((*n, *space.shape), torch.float32) if agent.continuous \
+            else (n, torch.int64)
+        return {"obs": torch.empty((*n, *self.envs.single_observation_space.shape),
+                                   device=device),
+                "actions": torch.empty(action_shape, dtype=action_dtype, device=device),
+                **{key: torch.empty(n, device=device)
+                   for key in ("logprobs", "values", "rewards", "dones")}}
+
+    def _step(self, agent: Agent, action: np.ndarray, device,
+              learn_reward: torch.Tensor) -> np.ndarray:
+        """One vector step: writes the learning reward into ``learn_reward`` (normalised if
+        asked, truncations bootstrapped with V of the normalised final observation) and
+        returns the done flags."""
         env_action = np.clip(action, *self.bounds) if self.bounds is not None else action
         self.obs, reward, terminated, truncated, infos = self.envs.step(env_action)
         done = terminated | truncated
         self.env_steps += self.num_envs * self.step_scale
         self._count(reward, done)
         self.normalizer.update_obs(self.obs)
-        learn_reward = self._tensor(self.normalizer.reward(reward, done), device)
+        learn_reward.copy_(torch.from_numpy(np.asarray(self.normalizer.reward(reward, done))))
         cut = truncated & ~terminated
         if cut.any():
             final = self.normalizer.obs(rl_envs.final_observations(infos, cut))
-            with torch.no_grad():
-                learn_reward[torch.as_tensor(cut, device=device)] += (
-                    self.gamma * agent.value(self._tensor(final, device)))
-        return learn_reward, done
+            learn_reward[torch.as_tensor(cut, device=device)] += (
+                self.gamma * agent.value(self._tensor(final, device)))
+        return done
 
     @staticmethod
     def _tensor(array: np.ndarray, device) -> torch.Tensor:

@@ -40,7 +40,7 @@ class Normalizer:
     def update_obs(self, obs: np.ndarray) -> None:
         """Fold a batch of raw observations (one per env) into the statistics."""
         if self.obs_rms is not None:
-            self.obs_rms.update(obs)
+            update(self.obs_rms, obs)
 
     def obs(self, obs: np.ndarray) -> np.ndarray:
         """Normalised observations (the statistics are not touched)."""
@@ -54,7 +54,7 @@ class Normalizer:
         if self.return_rms is None:
             return reward
         self.returns = self.returns * self.gamma + reward
-        self.return_rms.update(self.returns)
+        update(self.return_rms, self.returns)
         self.returns[done] = 0.0
         scaled = reward / np.sqrt(self.return_rms.var + EPSILON)
         return np.clip(scaled, -self.clip_reward, self.clip_reward)
@@ -83,3 +83,13 @@ class Normalizer:
                 rms.mean = saved["mean"].numpy().copy()
                 rms.var = saved["var"].numpy().copy()
                 rms.count = saved["count"]
+
+
+def update(rms: RunningMeanStd, x: np.ndarray) -> None:
+    """``rms.update(x)``; for one env the batch moments are the row itself and zero, exactly
+    what ``np.mean``/``np.var`` return for it, without their cost on every step."""
+    if x.shape[0] != 1:
+        rms.update(x)
+        return
+    mean = x[0].copy() if isinstance(x[0], np.ndarray) else x[0]
+    rms.update_from_moments(mean, np.zeros_like(mean), 1)
