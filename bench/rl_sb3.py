@@ -8,7 +8,9 @@ gae_lambda 0.8, gamma 0.98, lr 1e-3 and clip 0.2 both annealed linearly to 0, Ad
 eps 1e-5, global grad norm 0.5, separate 64-64 tanh actor and critic. "Solved": the mean
 return of the last 20 finished episodes reaches 475; each run stops there (budget 100k env
 steps). Wall time counts training only (from the first env step), seeds alternate
-between the two, one torch thread; medians are printed with their ratio.
+between the two, one torch thread; medians are printed with their ratio. The CPU time of
+the same span (``time.process_time``) is reported next to it: on a shared machine it moves
+far less with the load than the wall time does.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ class StopWhenSolved(L.Callback):
     """Ends fit at the first batch after the collector's window mean reaches the threshold."""
 
     def on_train_start(self, trainer, pl_module):
-        self.started, self.solved_at = time.perf_counter(), None
+        self.started, self.solved_at = (time.perf_counter(), time.process_time()), None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.solved_at is None and pl_module.collector.steps_to_threshold is not None:
-            self.solved_at = time.perf_counter() - self.started
+            self.solved_at = (time.perf_counter() - self.started[0],
+                              time.process_time() - self.started[1])
             trainer.should_stop = True
 
 
@@ -53,7 +56,8 @@ def adamlab_ppo(seed: int, out: Path) -> dict:
         cfg = compose(config_name="train", overrides=overrides)
     stop = StopWhenSolved()
     metrics = run(cfg, out / f"adamlab_seed{seed}", extra_callbacks=[stop])
-    return {"steps": metrics["steps_to_threshold"], "wall_s": stop.solved_at}
+    wall, cpu = stop.solved_at or (None, None)
+    return {"steps": metrics["steps_to_threshold"], "wall_s": wall, "cpu_s": cpu}
 
 
 def sb3_ppo(seed: int) -> dict:
@@ -63,12 +67,13 @@ def sb3_ppo(seed: int) -> dict:
 
     class Solved(BaseCallback):
         def _on_training_start(self):
-            self.started, self.solved = time.perf_counter(), None
+            self.started, self.solved = (time.perf_counter(), time.process_time()), None
 
         def _on_step(self) -> bool:
             returns = [info["r"] for info in list(self.model.ep_info_buffer)[-WINDOW:]]
             if len(returns) == WINDOW and sum(returns) / WINDOW >= THRESHOLD:
-                self.solved = (self.num_timesteps, time.perf_counter() - self.started)
+                self.solved = (self.num_timesteps, time.perf_counter() - self.started[0],
+                               time.process_time() - self.started[1])
                 return False
             return True
 
@@ -83,22 +88,25 @@ def sb3_ppo(seed: int) -> dict:
                 seed=seed, device="cpu", verbose=0)
     callback = Solved()
     model.learn(BUDGET, callback=callback)
-    steps, wall = callback.solved or (None, None)
-    return {"steps": steps, "wall_s": wall}
+    steps, wall, cpu = callback.solved or (None, None, None)
+    return {"steps": steps, "wall_s": wall, "cpu_s": cpu}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--record", type=Path, default=None, help="write the JSON here too")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load_before = os.getloadavg()
     out = Path(tempfile.mkdtemp(prefix="rl_sb3_"))
     rows = []
     for seed in args.seeds:
         ours, theirs = adamlab_ppo(seed, out), sb3_ppo(seed)
         rows.append({"seed": seed, "adamlab": ours, "sb3": theirs})
-        print(f"seed {seed}: adamlab {ours['steps']} steps {ours['wall_s']} s | "
-              f"sb3 {theirs['steps']} steps {theirs['wall_s']} s", flush=True)
+        print(f"seed {seed}: adamlab {ours['steps']} steps {ours['wall_s']} s "
+              f"(cpu {ours['cpu_s']}) | sb3 {theirs['steps']} steps {theirs['wall_s']} s "
+              f"(cpu {theirs['cpu_s']})", flush=True)
 
     def median(lib, key):
         values = [r[lib][key] for r in rows if r[lib][key] is not None]
@@ -106,11 +114,18 @@ def main() -> None:
 
     summary = {lib: {"solved": sum(r[lib]["steps"] is not None for r in rows),
                      "median_steps": median(lib, "steps"),
-                     "median_wall_s": median(lib, "wall_s")} for lib in ("adamlab", "sb3")}
-    if summary["adamlab"]["median_wall_s"] and summary["sb3"]["median_wall_s"]:
-        summary["wall_ratio_adamlab_over_sb3"] = round(
-            summary["adamlab"]["median_wall_s"] / summary["sb3"]["median_wall_s"], 3)
-    print(json.dumps({"runs": rows, "summary": summary}, indent=1))
+                     "median_wall_s": median(lib, "wall_s"),
+                     "median_cpu_s": median(lib, "cpu_s")} for lib in ("adamlab", "sb3")}
+    for kind in ("wall", "cpu"):
+        ours, theirs = (summary[lib][f"median_{kind}_s"] for lib in ("adamlab", "sb3"))
+        if ours and theirs:
+            summary[f"{kind}_ratio_adamlab_over_sb3"] = round(ours / theirs, 3)
+    record = {"runs": rows, "summary": summary, "load_before": load_before,
+              "load_after": os.getloadavg()}
+    print(json.dumps(record, indent=1))
+    if args.record:
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        args.record.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":
