@@ -22,8 +22,10 @@ STUDIES = {
               "Fashion-MNIST",
     "clip": "clip before the moments vs clip the update under heavy-tailed gradient noise",
     "robust": "Huber loss x Adam under outlier contamination, linear and non-convex",
-    "rl": "policy gradients: Adam vs SGD+momentum vs RMSprop x REINFORCE/PPO, steps to threshold",
-    "mlip": "close-approach forces: Adam/AMSGrad/AdamW x force handling, divergence and MAE",
+    "rl": "policy gradients: update-direction noise of Adam vs SGD at the same policy "
+          "snapshots; tuned Adam vs SGD+momentum x REINFORCE/PPO, steps to threshold",
+    "mlip": "close-approach forces: tuned Adam vs SGD+momentum x force handling on EMT Cu "
+            "and DFT Ni: force MAE, spikes, the filter's kept and dropped tails",
     "gnn": "degree bias: head-tail gaps under tuned Adam/AdamW/SGD+momentum/RMSprop on "
            "power-law DC-SBMs, a near-regular control and Cora; dense vs lazy Adam",
 }
