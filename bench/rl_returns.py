@@ -38,7 +38,7 @@ def train(env_id: str, seed: int, out: Path, overrides: list[str], floor: float,
           eval_episodes: int) -> dict:
     run_dir = out / f"{env_id}_seed{seed}"
     summary = run_dir / "summary.json"
-    if not summary.is_file():
+    if not finished(run_dir):
         resume = run_dir / "checkpoints" / "last.ckpt"
         with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
             cfg = compose(config_name="train", overrides=[
@@ -47,6 +47,8 @@ def train(env_id: str, seed: int, out: Path, overrides: list[str], floor: float,
                 *overrides, *([f"resume={resume}"] if resume.is_file() else [])])
         run(cfg, run_dir)
     record = json.loads(summary.read_text())
+    if record.get("status") != "ok":
+        raise SystemExit(f"{run_dir}: {record.get('error')} (run this again to resume it)")
     metrics = record["metrics"]
     final = evaluate.evaluate(str(run_dir), [f"episodes={eval_episodes}"])
     return {"env": env_id, "seed": seed, "final_return": metrics["mean_return_last20"],
@@ -55,6 +57,12 @@ def train(env_id: str, seed: int, out: Path, overrides: list[str], floor: float,
             "steps_to_floor": metrics["steps_to_threshold"], "env_steps": metrics["env_steps"],
             "sps": median_sps(run_dir), "wall_time_s": record["wall_time_s"],
             "git_sha": record.get("git_sha")}
+
+
+def finished(run_dir: Path) -> bool:
+    """Its summary says ok (a run stopped by a signal writes one with status failed)."""
+    summary = run_dir / "summary.json"
+    return summary.is_file() and json.loads(summary.read_text()).get("status") == "ok"
 
 
 def median_sps(run_dir: Path) -> float | None:
@@ -142,8 +150,7 @@ def main(description: str, floors: dict[str, float], overrides: list[str],
     for env_id in args.envs:
         for seed in args.seeds:
             started = time.perf_counter()
-            if args.report_only and not (args.out / f"{env_id}_seed{seed}" / "summary.json"
-                                         ).is_file():
+            if args.report_only and not finished(args.out / f"{env_id}_seed{seed}"):
                 unfinished.append(partial(env_id, seed, args.out, args.budget)
                                   or {"env": env_id, "seed": seed, "complete": False,
                                       "env_steps_logged": 0})
