@@ -149,9 +149,9 @@ def test_pg_gradient_stats_equal_per_sample_statistics():
         return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)])
     per_sample = torch.stack([grad(torch.tensor([i])) for i in range(12)])
     full = per_sample.mean(0)
-    assert stats["pg_grad_variance"] == pytest.approx(
+    assert stats["pg_minibatch_grad_variance"] == pytest.approx(
         float((per_sample - full).pow(2).sum(1).mean()), rel=1e-4)
-    assert stats["pg_grad_cosine"] == pytest.approx(
+    assert stats["pg_minibatch_grad_cosine"] == pytest.approx(
         float(torch.nn.functional.cosine_similarity(per_sample, full[None]).mean()), rel=1e-4)
     assert stats["pg_grad_norm"] == pytest.approx(float(full.norm()), rel=1e-4)
     assert all(p.grad is None for p in params)
@@ -383,8 +383,8 @@ def test_adamlab_train_rl_end_to_end(tmp_path):
     assert {"charts/episodic_return", "charts/episodic_length", "charts/SPS",
             "charts/learning_rate", "losses/policy_loss", "losses/value_loss", "losses/entropy",
             "losses/old_approx_kl", "losses/approx_kl", "losses/clipfrac",
-            "losses/explained_variance", "diagnostics/pg_grad_variance",
-            "diagnostics/pg_grad_cosine", "eval/episodic_return", "global_step",
+            "losses/explained_variance", "diagnostics/pg_minibatch_grad_variance",
+            "diagnostics/pg_minibatch_grad_cosine", "eval/episodic_return", "global_step",
             # optimizer telemetry, although each PPO batch takes many optimizer steps
             "optim/g0/effective_step_p50", "optim/g0/clip_fraction"} <= header
     # one learning-rate entry, and every row (telemetry too) filed under the env steps
