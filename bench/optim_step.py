@@ -3,7 +3,8 @@
     python bench/optim_step.py [--device cuda] [--repeats 5] [--steps 20]
     python bench/optim_step.py --baseline /path/to/other/checkout   # ours vs another optim
 
-Shapes: (a) 500 tensors of 128x128 and (b) 4 tensors of 2048x1024, float32. The
+Shapes: (a) 500 tensors of 128x128 and (b) 4 tensors of 2048x1024, float32 (``--shapes
+4x3x4``: 4 tensors of 3x4, where the per-step overhead shows). The
 ``:compiled`` cases compile on their first step (minutes for 500 tensors the first time;
 inductor caches the result on disk). For each
 case the two optimizers are timed in alternation, `repeats` times, and the ratio of
@@ -24,7 +25,9 @@ import torch
 
 import optim
 
-SHAPES = {"500x128x128": [(128, 128)] * 500, "4x2048x1024": [(2048, 1024)] * 4}
+SHAPES = {"500x128x128": [(128, 128)] * 500, "4x2048x1024": [(2048, 1024)] * 4,
+          "4x3x4": [(3, 4)] * 4}  # a small model's step: the per-step overhead (--shapes)
+DEFAULT_SHAPES = ["500x128x128", "4x2048x1024"]
 
 
 def _torch(cls, **kw):
@@ -151,6 +154,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--cases", nargs="*", default=None)
+    parser.add_argument("--shapes", nargs="*", choices=list(SHAPES), default=DEFAULT_SHAPES)
     parser.add_argument("--baseline", help="a checkout whose optim/ to time ours against "
                         f"(cases: {', '.join(BASELINE_CASES)})")
     args = parser.parse_args()
@@ -161,7 +165,7 @@ def main() -> None:
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
     print(f"{'shape':<13} {'preset':<18} {'ours ms':>8} {'torch ms':>9} {'torch path':<11} "
           f"{'ratio':>6}")
-    for shape_name in SHAPES:
+    for shape_name in args.shapes:
         for name in args.cases:
             ours, ref, path = bench(shape_name, name, args.repeats, args.steps, args.device)
             if name in CLIPPED_REFERENCE:
@@ -175,7 +179,7 @@ def main() -> None:
 def _print_baseline(args, baseline, cases) -> None:
     print(f"device={args.device} baseline={args.baseline} threads={torch.get_num_threads()}")
     print(f"{'shape':<13} {'preset':<18} {'ours ms':>8} {'base ms':>8} {'ratio':>6}")
-    for shape_name in SHAPES:
+    for shape_name in args.shapes:
         for name in cases:
             ours, ref, _ = bench(shape_name, name, args.repeats, args.steps, args.device,
                                  case=_against_baseline(baseline, name))
