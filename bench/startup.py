@@ -41,6 +41,7 @@ def timed(argv: list[str], cwd: Path, env: dict) -> tuple[float, float, int]:
 
 
 def checkout(rev: str, into: Path) -> Path:
+    into.mkdir(parents=True)
     archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     return into
