@@ -35,14 +35,18 @@ from pipelines.harness.validation import monitor_of, validate_common
 
 
 class _NoAdverts(logging.Filter):
+    """Lightning's advert, and its note on every full checkpoint the harness writes."""
+
+    NOISE = ("💡 Tip", "`weights_only` was not set")
+
     def filter(self, record):
-        return not str(record.msg).startswith("💡 Tip")
+        return not str(record.msg).startswith(self.NOISE)
 
 
 def _quiet_lightning_logging() -> None:
     """Lightning's messages once, plainly, on stderr: imported after Hydra has configured the
-    root logger, Lightning would print each twice (its own handler and the root's); and
-    without its advert for another logging service."""
+    root logger, Lightning would print each twice (its own handler and the root's); without
+    its advert for another logging service or its note on each full checkpoint."""
     for name in ("lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         if not logger.handlers:
