@@ -158,7 +158,7 @@ def run(s) -> Result:
              f"(b) Fashion-MNIST, training subsets of {list(p.n_trains)} images and {p.n_val} "
              "validation images drawn per seed from the official training set; the first "
              f"{p.n_test or 10000} of the official 10,000 test images only for the reported "
-             "numbers. CNN {dict(p.model)}; "
+             f"numbers. CNN {dict(p.model)}; "
              f"{p.epochs} epochs, batch {p.batch_size}, schedule {dict(p.schedule)} (both "
              "arms); arms " + ", ".join(f"{a} = {describe(s.arms[a]['fixed'])}"
                                         for a in cnn_arms)
