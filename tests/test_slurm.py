@@ -27,6 +27,8 @@ pytestmark = [
                        reason="no sbatch on PATH: run scripts/slurm_up.sh first"),
 ]
 ADAMLAB = str(Path(sys.executable).parent / "adamlab")
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+         "PREEMPTED", "BOOT_FAIL", "DEADLINE")  # Slurm's final job states
 TINY = ["data.num_nodes=600", "data.feature_dim=16", "trainer.enable_progress_bar=false",
         "telemetry_every=0", "checkpoint_every=1"]  # gnn.yaml saves every 30 s: these are faster
 
@@ -36,8 +38,11 @@ def _env(tmp_path):
 
 
 def _state(job: str) -> tuple[str, str]:
-    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True,
-                         timeout=10).stdout
+    try:
+        out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True,
+                             timeout=30).stdout
+    except subprocess.TimeoutExpired:  # a busy slurmctld: ask again at the next poll
+        return "?", "?"
     found = dict(re.findall(r"\b(JobState|Reason)=(\S+)", out))
     return found.get("JobState", "?"), found.get("Reason", "?")
 
@@ -55,7 +60,7 @@ def _requeued(job: str) -> bool:
     """The requeue has landed (the job waits for its BeginTime); a job that ended instead
     fails the test at once (the signal came after its last step)."""
     state = _state(job)
-    if state[0] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
+    if state[0] in ENDED:
         pytest.fail(f"job {job} ended ({state[0]}) instead of being requeued")
     return state == ("PENDING", "BeginTime")
 
@@ -151,7 +156,7 @@ def test_sbatch_script_requeues_and_resumes_exactly(tmp_path, pipeline):
         time.sleep(1.5)
         subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True,
                        timeout=10)
-        _wait(lambda: _state(job)[0] in ("COMPLETED", "FAILED", "CANCELLED"), 600, "the end")
+        _wait(lambda: _state(job)[0] in ENDED, 600, "the end")
     finally:
         subprocess.run(["scancel", job], timeout=10)
     log = (tmp_path / f"rq-{job}.log").read_text()
@@ -197,8 +202,7 @@ def _submit(tmp_path, script_text: str, env: dict | None = None) -> str:
 
 def _finish(job: str, timeout: float) -> str:
     try:
-        return _wait(lambda: (s := _state(job)[0]) in ("COMPLETED", "FAILED", "CANCELLED")
-                     and s, timeout, "the job's end")
+        return _wait(lambda: (s := _state(job)[0]) in ENDED and s, timeout, "the job's end")
     finally:
         subprocess.run(["scancel", job], timeout=10)
 
