@@ -267,7 +267,8 @@ def test_torch_schedulers_drive_the_group_lr():
 def test_step_hooks_see_every_step_and_may_replace_its_arguments():
     """The step skips torch's hook wrapper only while nothing is registered: the hooks of
     the optimizer and torch's global optimizer hooks still see each step, in torch's order."""
-    hooks = torch.optim.optimizer
+    import torch.optim.optimizer as hooks
+
     p = param(3)
     opt = optim.create("sgd", [p], lr=1.0)
     seen = []
