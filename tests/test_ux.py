@@ -136,3 +136,13 @@ def test_piped_train_prints_epoch_lines_and_the_table(tmp_path):
     assert 2 <= len(epochs) <= 21 and epochs[-1].startswith("epoch 40/40")
     assert "val_acc" in epochs[-1] and "v_num" not in done.stdout
     assert "gnn results" in done.stdout and "\r" not in done.stdout + done.stderr
+
+
+def test_progress_shows_the_monitor_and_drops_v_num():
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(progress_bar_metrics={"v_num": 3, "train_loss": 0.5},
+                              callback_metrics={"val_force_mae_mev_per_ang": torch.tensor(81.)})
+    assert progress.shown(trainer, "val_force_mae_mev_per_ang") == {
+        "train_loss": 0.5, "val_force_mae_mev_per_ang": 81.0}
+    assert progress.shown(trainer) == {"train_loss": 0.5}

@@ -19,34 +19,44 @@ from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 MAX_LINES = 20
 
 
-def bar(cfg) -> ProgressBar:
+def bar(cfg, monitor: str | None = None) -> ProgressBar:
     if sys.stderr.isatty():
-        return Bar(refresh_rate=max(1, cfg.trainer.log_every_n_steps))
-    return EpochLines()
+        return Bar(monitor, refresh_rate=max(1, cfg.trainer.log_every_n_steps))
+    return EpochLines(monitor)
 
 
-def shown(trainer) -> dict:
-    """The progress-bar metrics as printable numbers, without ``v_num``."""
+def shown(trainer, monitor: str | None = None) -> dict:
+    """The progress-bar metrics as printable numbers, without ``v_num``, and the monitored
+    metric where the module logged it but not to the bar."""
     out = {}
     for key, value in trainer.progress_bar_metrics.items():
         if key != "v_num":
             out[key] = float(value)
+    if monitor and monitor not in out and monitor in trainer.callback_metrics:
+        out[monitor] = float(trainer.callback_metrics[monitor])
     return out
 
 
 class Bar(TQDMProgressBar):
+    def __init__(self, monitor: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.monitor = monitor
+
     def get_metrics(self, trainer, pl_module):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
+        if self.monitor and self.monitor not in items and \
+                self.monitor in trainer.callback_metrics:
+            items[self.monitor] = f"{float(trainer.callback_metrics[self.monitor]):.4g}"
         return items
 
 
 class EpochLines(ProgressBar):
     """``epoch 12/100  val_loss 0.913  val_acc 0.812  (3.4 s)`` on stdout, flushed."""
 
-    def __init__(self, max_lines: int = MAX_LINES):
+    def __init__(self, monitor: str | None = None, max_lines: int = MAX_LINES):
         super().__init__()
-        self.max_lines = max_lines
+        self.monitor, self.max_lines = monitor, max_lines
         self._enabled = True
         self._started = time.perf_counter()
 
@@ -71,7 +81,7 @@ class EpochLines(ProgressBar):
         if not (self._enabled and trainer.is_global_zero and (self._due(epoch, total) or last)):
             return
         of = f"/{total}" if total > 0 else ""
-        values = "  ".join(f"{k} {_fmt(v)}" for k, v in shown(trainer).items())
+        values = "  ".join(f"{k} {_fmt(v)}" for k, v in shown(trainer, self.monitor).items())
         print(f"epoch {epoch + 1}{of}  {values}  ({time.perf_counter() - self._started:.1f} s)",
               flush=True)
 

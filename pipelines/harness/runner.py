@@ -185,7 +185,7 @@ def _callbacks(cfg, run_dir: Path, monitor, mode, header: dict, lr_monitor: bool
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=stopping.patience,
                                        min_delta=stopping.min_delta))
     if cfg.trainer.enable_progress_bar:
-        callbacks.append(progress.bar(cfg))
+        callbacks.append(progress.bar(cfg, monitor))
     if cfg.ema_decay:
         callbacks.append(WarmupEMA(cfg.ema_decay))
     return callbacks
