@@ -224,6 +224,9 @@ def test_adam_direction_is_less_noisy_where_the_noise_sits_on_weak_coordinates()
                                             rel=0.25)
     assert out["nsr_adam"] < 0.1 * out["nsr_sgd"]
     assert out["noise_scale"] == pytest.approx(batch * out["nsr_sgd"])
+    for d in ("sgd", "adam"):  # the signal fraction is 1 / (1 + nsr)
+        assert out[f"signal_{d}"] == pytest.approx(1 / (1 + out[f"nsr_{d}"]))
+    assert out["signal_adam"] > out["signal_sgd"]
     assert out["noise_step_corr"] < -0.8
 
 

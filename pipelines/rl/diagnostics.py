@@ -87,18 +87,22 @@ def direction_noise(grads: torch.Tensor, batch: int, precondition: torch.Tensor,
     - ``noise_scale``: the gradient noise scale tr Sigma / ||G||^2 (McCandlish et al. 2018,
       B_simple) with Sigma the covariance of one env stream's gradient: batch * nsr_sgd,
       batch-size free; ``noise_scale_adam`` the same of Adam's direction.
+    - ``signal_sgd``, ``signal_adam``: the signal fraction ||E u||^2 / E ||u||^2 =
+      1 / (1 + nsr), finite even where no signal is measurable (<= 0 there).
     - ``noise_step_corr``: Spearman correlation over parameters between the gradient noise
       variance Sigma_ii and Adam's effective step lr / (sqrt(v_hat_i) + eps) (negative:
       smaller steps where the gradient is noisier).
     """
     from scipy.stats import spearmanr
 
-    _, _, sgd = noise_to_signal(grads)
-    _, _, adam = noise_to_signal(grads * precondition)
+    trace_sgd, signal_sgd, sgd = noise_to_signal(grads)
+    trace_adam, signal_adam, adam = noise_to_signal(grads * precondition)
     variance = grads.var(0) * batch
     corr = spearmanr(variance.numpy(), (lr * precondition).numpy()).statistic
     return {"nsr_sgd": sgd, "nsr_adam": adam,
             "nsr_ratio": adam / sgd if math.isfinite(adam) and math.isfinite(sgd) and sgd > 0
             else float("nan"),
             "noise_scale": batch * sgd, "noise_scale_adam": batch * adam,
+            "signal_sgd": signal_sgd / (signal_sgd + trace_sgd),
+            "signal_adam": signal_adam / (signal_adam + trace_adam),
             "noise_step_corr": float(corr)}

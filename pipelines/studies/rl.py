@@ -35,7 +35,7 @@ from .rl_diagnostic import diagnose
 
 RUN_METRICS = ["steps_to_threshold", "reached", "mean_return", "final_return", "eval_return",
                "clip_rate_actor", "clip_rate_critic", "pg_minibatch_grad_variance_mean"]
-DIAG_METRICS = ["nsr", "noise_scale"]
+DIAG_METRICS = ["signal_fraction", "nsr", "noise_scale"]
 PAIR_METRICS = ["nsr_ratio", "grad_noise_scale", "noise_step_corr"]
 
 
@@ -161,6 +161,8 @@ def run(s) -> Result:
         f"gradient of {d.rollouts} independent rollouts of {d.num_envs} env streams each "
         "(fresh env seeds) gives u = g (SGD) and u = g / (sqrt(v_hat) + eps) (Adam). nsr = tr "
         "Cov(u) / ||E u||^2 (signal unbiased; inf where no signal is measurable); "
+        "signal_fraction = ||E u||^2 / E ||u||^2 = 1 / (1 + nsr) (finite: <= 0 where no "
+        "signal is measurable; the primary check's metric); "
         f"noise_scale = {d.num_envs} x nsr (batch-free). Reference runs' last-20 return: "
         + ", ".join(f"{k}: {v}" for k, v in reference.items()) + "."]
     figures = [plot_returns(runs, p, s, out_dir), plot_diagnostic(rows, p, out_dir)]
@@ -188,6 +190,7 @@ def diagnostic(s, chosen) -> tuple[list[dict], dict]:
             for direction in ("adam", "sgd"):
                 rows.append({"kind": "diagnostic", **base, "direction": direction,
                              "nsr": m[f"nsr_{direction}"],
+                             "signal_fraction": m[f"signal_{direction}"],
                              "noise_scale": m["noise_scale_adam" if direction == "adam"
                                               else "noise_scale"]})
             rows.append({"kind": "diagnostic_pair", **base, "nsr_ratio": m["nsr_ratio"],
