@@ -3,11 +3,11 @@
 Per update: every env plays from a fresh reset; the episodes that start before the last
 env finishes its first one are kept whole, later ones dropped (their steps still count as
 env steps): kept or dropped is decided when an episode starts, so short episodes are not
-favoured (``Collector.episodes_per_env``). The policy follows the Monte Carlo return G_t, minus V(s_t) with a baseline, in one
-gradient step on the whole batch; the baseline regresses on G_t. A time-limit truncation
-is bootstrapped with V(final_obs) when there is a baseline and treated as the end of the
-return without one. Updates vary in size, so no lr schedule applies (there is no known
-number of updates to anneal over).
+favoured (``Collector.episodes_per_env``). The policy follows the Monte Carlo return G_t,
+minus V(s_t) with a baseline, in one gradient step on the whole batch; the baseline
+regresses on G_t. A time-limit truncation is bootstrapped with V(final_obs) when there is a
+baseline and treated as the end of the return without one. Updates vary in size, so no lr
+schedule applies (there is no known number of updates to anneal over).
 """
 
 from __future__ import annotations
