@@ -167,9 +167,14 @@ def check_protocol_kept(out, results, summary):
     """Every arm declared with a tune block got its own pick of every axis it declared,
     from the values it tried; tuning ran on the tuning seeds only and the report on the
     report seeds only."""
-    cfg = OmegaConf.load(out / "config.yaml").study
+    full = OmegaConf.load(out / "config.yaml")
+    cfg = full.study
     picks = summary["tuning"]["picks"]
+    used = (cfg.get(full.get("size", "")) or {}).get("arms_used")  # a size may run a subset
     for arm, spec in (cfg.get("arms") or {}).items():
+        if used is not None and arm not in used:
+            assert not [pk for pk in picks if pk["arm"] == arm], arm  # nor results for it
+            continue
         tuned = sorted((spec.get("tune") or {}).keys())
         mine = [pk for pk in picks if pk["arm"] == arm]
         if not tuned:
