@@ -118,6 +118,15 @@ def test_censored_pairs_are_scored_by_known_order():
                               np.array([True])).tolist() == [0]
 
 
+def test_two_diverged_runs_in_a_pair_are_tied():
+    # inf - inf is NaN: a pair where both runs diverged must score 0, not crash the test
+    a = [math.inf, 1.0, math.inf, -math.inf]
+    b = [math.inf, 2.0, 3.0, -math.inf]
+    assert stats.order_scores(np.array(a), np.array(b)).tolist() == [0, -1, 1, 0]
+    t = stats.compare_paired(a, b, "less", resamples=99)
+    assert (t.detail["wins"], t.detail["losses"], t.detail["undecided"]) == (1, 1, 2)
+
+
 def test_a_diverged_run_is_a_failure_not_a_gap():
     a = [1.0, 1.1, math.inf, 0.9, 1.0]
     b = [2.0, 2.1, 2.0, 1.9, 2.2]

@@ -160,8 +160,8 @@ def order_scores(a: np.ndarray, b: np.ndarray, a_event: np.ndarray | None = None
     for i, (x, y, ex, ey) in enumerate(zip(a, b, a_event, b_event)):
         if math.isnan(x) or math.isnan(y):
             continue
-        if ex and ey:
-            out[i] = int(np.sign(x - y))
+        if ex and ey:  # by comparison, not x - y: two runs diverged to inf are tied
+            out[i] = int(x > y) - int(x < y)
         elif ex and not ey:
             out[i] = -1 if x < y else 0
         elif ey and not ex:
