@@ -135,6 +135,19 @@ def test_changed_config_is_named_and_can_be_accepted(trained, tmp_path):
     found = choose(config(*args, "optim.lr=0.002", "resume_accept_changes=[optim.lr]"), here)
     assert found.path.name == "last.ckpt"
     assert choose(config(*args, "trainer.max_epochs=20"), here) is not None  # longer: same
+    # what is reported is not the model's config: another monitor resumes as is
+    assert choose(config(*args, "pipeline.monitor=val_loss", "pipeline.monitor_mode=min"),
+                  here) is not None
+
+
+def test_a_key_untracked_since_the_checkpoint_does_not_block_its_resume(trained, tmp_path):
+    args, run_dir = trained["gnn"]
+    here = _copy_run(run_dir, tmp_path / "run")
+    path = here / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt[checkpoints.HEADER]["config"]["pipeline.monitor_mode"] = "min"  # tracked before
+    torch.save(ckpt, path)
+    assert choose(config(*args), here).path == path
 
 
 def test_hpc_checkpoints_keep_the_last_two(tmp_path):

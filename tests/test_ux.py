@@ -87,6 +87,10 @@ def test_two_runs_in_the_same_second_get_two_dirs(tmp_path):
 def test_monitor_comes_from_the_config():
     cfg = config("pipeline=gnn")
     assert monitor_of(cfg) == ("val_acc", "max")
+    assert monitor_of(config("pipeline=mlip")) == ("val_force_mae_mev_per_ang", "min")
+    assert monitor_of(config("pipeline=mlip", "pipeline.monitor=val_energy_mae_mev_per_atom")
+                      ) == ("val_energy_mae_mev_per_atom", "min")
+    assert monitor_of(config("pipeline=rl")) == (None, "min")  # no per-epoch validation
     with pytest.raises(ConfigError, match="pipeline.monitor_mode"):
         monitor_of(config("pipeline=gnn", "pipeline.monitor_mode=best"))
     with pytest.raises(ConfigError, match="callbacks.early_stopping.patience"):

@@ -49,7 +49,8 @@ TRACKED = ("pipeline", "model", "data", "optim", "clip", "schedule", "algo", "en
 # ... except keys that only say how long to train, what to report or where files live
 UNTRACKED = ("pipeline.total_timesteps", "pipeline.eval_every", "pipeline.eval_episodes",
              "pipeline.video", "pipeline.num_workers", "pipeline.threshold", "pipeline.monitor",
-             "data.cache_dir", "data.root", "data.raw_dir", "data.download")
+             "pipeline.monitor_mode", "data.cache_dir", "data.root", "data.raw_dir",
+             "data.download")
 
 
 # ---- the interval -------------------------------------------------------------------------
@@ -204,7 +205,8 @@ def check_compatible(cfg, found: Found) -> None:
     if header.get("pipeline") != cfg.pipeline.name:
         raise FileError(found.path, f"a checkpoint of pipeline={header.get('pipeline')}, "
                         f"not pipeline={cfg.pipeline.name}", "a checkpoint of the same pipeline")
-    before, now = header.get("config") or {}, tracked_config(cfg)
+    now = tracked_config(cfg)  # an older checkpoint may hold keys untracked since then
+    before = {k: v for k, v in (header.get("config") or {}).items() if k not in UNTRACKED}
     accepted = [str(k) for k in cfg.get("resume_accept_changes") or []]
     changed = [k for k in sorted(before.keys() | now.keys())
                if before.get(k, "<unset>") != now.get(k, "<unset>")

@@ -74,7 +74,7 @@ def run(cfg, run_dir: Path, extra_callbacks=()) -> Metrics:
     pipeline = registry.get(cfg.pipeline.name)
     validate_common(cfg, pipeline)
     pipeline.validate(cfg)
-    monitor, mode = monitor_of(cfg, pipeline)
+    monitor, mode = monitor_of(cfg)
     found = checkpoints.choose(cfg, Path(run_dir))
     run_dir = usable_run_dir(Path(run_dir))
     same_run = found is not None and found.path.resolve().is_relative_to(run_dir.resolve())

@@ -40,7 +40,7 @@ def validate_common(cfg, pipeline=None) -> None:
                                           and 0 < cfg.ema_decay < 1):
         raise ConfigError("ema_decay", cfg.ema_decay, "null or a number in (0, 1)")
     _validate_trainer(cfg.trainer, pipeline)
-    _validate_callbacks(cfg, monitor_of(cfg, pipeline)[0])
+    _validate_callbacks(cfg, monitor_of(cfg)[0])
     _validate_loggers(cfg.logger)
     if not isinstance(cfg.compile, bool) and not OmegaConf.is_dict(cfg.compile):
         raise ConfigError("compile", cfg.compile, "true, false or a dict of torch.compile "
@@ -82,14 +82,13 @@ def _validate_trainer(t, pipeline) -> None:
                           f"{t.num_nodes})")
 
 
-def monitor_of(cfg, pipeline=None) -> tuple[str | None, str]:
+def monitor_of(cfg) -> tuple[str | None, str]:
     """(metric, mode) the best checkpoint, early stopping and a sweeper's objective follow:
-    ``pipeline.monitor`` and ``pipeline.monitor_mode`` from the config. A pipeline config
-    without the key falls back to the pipeline class's ``monitor`` attribute (transitional,
-    for pipelines whose config does not declare it yet); null means none."""
+    ``pipeline.monitor`` and ``pipeline.monitor_mode`` from the config, the one place they
+    are set; null or absent (rl: no validation metric each epoch) means none."""
     p = cfg.pipeline
     if "monitor" not in p:
-        return getattr(pipeline, "monitor", None) or (None, "min")
+        return None, "min"
     metric, mode = p.monitor, p.get("monitor_mode", "min")
     if metric is not None and (not isinstance(metric, str) or not metric):
         raise ConfigError("pipeline.monitor", metric, "null or a logged metric name")

@@ -31,7 +31,7 @@ from pipelines.mlip.module import DTYPES, MLIPModule
 PIPELINE_KEYS = (
     "name", "batch_size", "energy_weight", "force_weight", "stress_weight", "stage_two",
     "force_clip", "max_force", "score_max_force", "dtype", "val_fraction", "test_fraction",
-    "num_workers", "evaluate",
+    "num_workers", "evaluate", "monitor", "monitor_mode",
 )
 STAGE_TWO_KEYS = ("start", "energy_weight", "force_weight", "lr_factor")
 EVALUATE = ("last", "best")
@@ -46,8 +46,6 @@ DATA_DERIVED = ("elements", "avg_num_neighbors")  # model arguments the training
 
 class MLIPPipeline:
     """Energies and forces of atomistic structures (see ``pipelines/registry.py``)."""
-
-    monitor = ("val_force_mae_mev_per_ang", "min")
 
     def validate(self, cfg) -> None:
         """Every mlip key checked before any structure is generated or read."""
