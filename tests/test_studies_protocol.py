@@ -113,7 +113,21 @@ def test_tuning_on_two_axes_scores_the_product():
         return [s["lr"] + s["wd"] for s in settings]
     pick = tuning.tune("a", axes, score, "max", extend=2)
     assert len(seen) == 4 and pick.chosen == {"lr": 0.2, "wd": 1.0}
-    assert pick.at_edge == []  # fixed lists are never extended nor flagged
+    assert pick.extended == []  # a fixed list is never extended ...
+    assert pick.at_edge == ["lr", "wd"]  # ... but a pick at its end is flagged
+
+
+def test_a_fixed_list_flags_its_ends_but_not_a_zero_bound_or_words():
+    def pick(values, best):
+        return tuning.tune("a", [tuning.axis("x", values, "k")],
+                           lambda ss: [abs(s["x"] - best) for s in ss], "min", extend=2)
+    assert pick([1e-4, 5e-4], 1.0).at_edge == ["x"]  # the best weight decay may lie beyond
+    assert pick([1e-4, 5e-4, 1e-3], 5e-4).at_edge == []
+    assert pick([0.0, 1e-4, 5e-4], -1.0).at_edge == []  # no decay: nothing below to try
+    assert pick([0.5, 0.9, 0.99], 0.0).at_edge == ["x"]
+    words = tuning.tune("a", [tuning.axis("x", ["cos", "step"], "k")],
+                        lambda ss: [0.0 if s["x"] == "step" else 1.0 for s in ss], "min", 2)
+    assert words.at_edge == []
 
 
 def test_a_diverged_tuning_run_makes_the_setting_the_worst():

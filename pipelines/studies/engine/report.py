@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import tuning
 from .checks import CheckResult, fmt
 from .stats import group, summarize
 from .verdict import RULE
@@ -117,8 +118,8 @@ def protocol_lines(info: dict) -> list[str]:
         out.append(f"- Tuning: every tuned arm gets its own grid, scored by the mean of "
                    f"`{t['metric']}` over the tuning seeds ({t['goal']}imised; a diverged run "
                    f"makes a setting the worst); a pick at the edge of a range extends that "
-                   f"axis once by {t.get('extend', 0)} points; a pick still at an edge is "
-                   "flagged below.")
+                   f"axis once by {t.get('extend', 0)} points; a pick still at an edge, or at "
+                   "an end of a fixed list of numbers, is flagged below.")
     st = info["statistics"]
     out.append(f"- Statistics: two-sided alpha = {st['alpha']:g} (twice the smaller one-sided "
                f"p); Holm's correction across the secondary checks; {st['level']:.0%} "
@@ -151,9 +152,10 @@ def tuning_table(picks: list[dict]) -> list[str]:
         chosen = ", ".join(f"{k}={value_text(v)}" for k, v in pk["chosen"].items())
         grid = "; ".join(f"{k}: {', '.join(value_text(v) for v in vs)}"
                          for k, vs in pk["axes"].items())
+        edge = tuning.at_edge(pk)
         lines.append(f"| {pk['arm']} | {cell_text} | {fixed} | {chosen} | {grid} | "
                      f"{', '.join(pk['extended']) or '-'} | "
-                     f"{'**' + ', '.join(pk['at_edge']) + '**' if pk['at_edge'] else '-'} |")
+                     f"{'**' + ', '.join(edge) + '**' if edge else '-'} |")
     return lines
 
 

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from .. import STUDIES
-from . import report
+from . import report, tuning
 from .checks import fmt
 from .verdict import RULE
 
@@ -101,7 +101,8 @@ def picks_text(pk: dict) -> str:
                        for k, v in pk["chosen"].items())
     grid = "; ".join(f"{k} in [{min(v):.4g}, {max(v):.4g}] ({len(v)})" if all(
         isinstance(x, (int, float)) for x in v) else f"{k} in {v}" for k, v in pk["axes"].items())
-    flag = f"; still at the edge: {', '.join(pk['at_edge'])}" if pk["at_edge"] else ""
+    edge = tuning.at_edge(pk)
+    flag = f"; still at the edge: {', '.join(edge)}" if edge else ""
     ext = f"; extended: {', '.join(pk['extended'])}" if pk["extended"] else ""
     return f"{chosen} (grid {grid}{ext}{flag}){'; fixed: ' + fixed if fixed else ''}"
 
@@ -229,7 +230,7 @@ def page(infos: dict, rel: str) -> str:
                        f"<code>{e(t['metric'])}</code> on the tuning seeds ({e(t['goal'])}"
                        f"imised); an edge pick extends that axis once by "
                        f"{e(t.get('extend', 0))} points, and is flagged if still at the "
-                       "edge.</li>")
+                       "edge (a fixed list's end pick too).</li>")
         out += [f"<li>Statistics: two-sided alpha {st['alpha']:g}; Holm across the secondary "
                 f"checks; {st['level']:.0%} bootstrap CIs; diverged runs count as "
                 "failures.</li></ul>",

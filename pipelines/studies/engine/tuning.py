@@ -3,7 +3,8 @@
 A grid axis is a list of values or a log-spaced range ``{low, high, num}`` (``scale:
 one_minus_log`` spaces 1 - x logarithmically, for momentum-like betas). When the pick sits
 at the edge of a range, that axis is extended once by ``extend`` points past the edge at
-the same spacing and the grid re-scored; a pick still at an edge is flagged in the report.
+the same spacing and the grid re-scored; a pick still at an edge, or at the end of a fixed
+list of numbers, is flagged in the report.
 """
 
 from __future__ import annotations
@@ -37,12 +38,16 @@ class Axis:
         return round(1 - v, 12) if self.scale == "one_minus_log" else v
 
     def edge(self, value) -> str | None:
-        """'low' or 'high' if ``value`` is the smallest or largest of a range."""
-        if self.scale is None or len(self.values) < 2:
+        """'low' or 'high' if ``value`` is the smallest or largest of the axis's numbers (a
+        fixed list too: flagged, not extended); 0 at the low end of a list is a bound (no
+        decay, no momentum), not an edge; strings and booleans have none."""
+        numbers = [v for v in self.values if isinstance(v, (int, float))
+                   and not isinstance(v, bool)]
+        if len(numbers) < 2 or len(numbers) != len(self.values):
             return None
-        if value == min(self.values):
+        if value == min(numbers) and (self.scale is not None or value != 0):
             return "low"
-        if value == max(self.values):
+        if value == max(numbers):
             return "high"
         return None
 
@@ -133,7 +138,7 @@ def tune(arm: str, axes: list[Axis], score: Callable[[list[dict]], list[float]],
     extended = []
     for ax in axes:
         side = ax.edge(pick[ax.name])
-        if side and extend:
+        if side and extend and ax.scale is not None:  # a range: its spacing extends it
             new = ax.extended(side, extend)
             if new:
                 ax.values = sorted(ax.values + new)
@@ -145,6 +150,17 @@ def tune(arm: str, axes: list[Axis], score: Callable[[list[dict]], list[float]],
     return Pick(arm, dict(cell or {}), pick, tried[_key(pick)],
                 {a.name: list(a.values) for a in axes}, extended, at_edge,
                 [(s, tried[_key(s)]) for s in settings])
+
+
+def at_edge(pick: dict) -> list:
+    """The axes of a stored pick (``Pick.as_dict``) picked at an edge: those it flagged when
+    it ran, and any picked at an end of its list of values (so a result stored before fixed
+    lists were flagged reads the same as a new one)."""
+    chosen = pick.get("chosen", {})
+    again = [name for name, values in pick.get("axes", {}).items()
+             if name in chosen and Axis(name, values).edge(chosen[name])]
+    return [name for name in pick.get("axes", {})
+            if name in pick.get("at_edge", []) or name in again]
 
 
 def _key(setting: dict) -> tuple:
