@@ -4,11 +4,11 @@ import json
 import subprocess
 
 import pytest
+from runs import ADAMLAB, config, env, overrides
 
 from pipelines import evaluate
 from pipelines.harness.errors import ConfigError
 from pipelines.train import run
-from runs import ADAMLAB, config, env, overrides
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ import json
 
 import ase.io
 import pytest
+from runs import config, overrides
 
 from pipelines import evaluate
 from pipelines.harness.errors import ConfigError
 from pipelines.mlip.pipeline import MLIPPipeline
 from pipelines.train import run
-from runs import config, overrides
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 import torch
+from runs import ADAMLAB, config, env, overrides
 
 from pipelines.harness import progress, report
 from pipelines.harness.errors import ConfigError
 from pipelines.harness.run_dir import unique_dir
 from pipelines.harness.validation import monitor_of, validate_common
 from pipelines.train import run
-from runs import ADAMLAB, config, env, overrides
 
 HEAVY = ("torch", "lightning", "wandb", "matplotlib", "torch_geometric", "ase", "gymnasium")
 

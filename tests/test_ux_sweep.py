@@ -5,7 +5,6 @@ import json
 import subprocess
 
 import yaml
-
 from runs import ADAMLAB, TINY, env
 
 
