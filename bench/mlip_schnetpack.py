@@ -15,7 +15,9 @@ SchNetPack 2.1.1 pins sympy<=1.12 (torch 2.13 needs >=1.13.3) and imports ``T_co
 ``torch.utils.data.dataloader`` (gone in torch 2.13), so it is installed without its pins and
 the name is put back before import:
 
-    pip install '.[bench]' && pip install --no-deps schnetpack==2.1.1
+    pip install --no-deps schnetpack==2.1.1
+    pip install h5py hydra-colorlog fasteners dirsync torch-ema matscipy tensorboardX \
+        pytorch-lightning   # its other imports (pytorch-lightning matches the lightning here)
     python bench/mlip_schnetpack.py [--minutes 5] [--slice 30] [--rounds 1]
 """
 
