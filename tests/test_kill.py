@@ -28,6 +28,11 @@ KILL_IN_CHECKPOINT = str(Path(__file__).parent / "kill_in_checkpoint.py")
 LONGER = {"gnn": ["trainer.max_epochs=150"],
           "mlip": ["trainer.max_epochs=8", "checkpoint_every=3 steps"],
           "rl": ["pipeline.total_timesteps=1280"]}
+# twenty kills: each attempt trains at least to its first checkpoint, so the run must be
+# longer than 20 checkpoint intervals plus the kills' random delays
+LONGEST = {"gnn": ["trainer.max_epochs=400"],
+           "mlip": ["trainer.max_epochs=40", "checkpoint_every=3 steps"],
+           "rl": ["pipeline.total_timesteps=6400"]}
 
 
 def _last_checkpoint_time(run_dir: Path) -> float:
@@ -66,11 +71,13 @@ def _kill_in_checkpoint(run_dir: Path, args: list[str], nth: int) -> None:
 
 
 def _check_survives(pipeline: str, tmp_path: Path, kills: int, seed: int,
-                    in_checkpoint: tuple[int, ...] = ()) -> int:
-    args = overrides(pipeline, tmp_path, *LONGER[pipeline])
+                    in_checkpoint: tuple[int, ...] = (), longer: dict = LONGER) -> int:
+    args = overrides(pipeline, tmp_path, *longer[pipeline])
     started = time.perf_counter()
     straight = run(config(*args), tmp_path / "straight")
-    window = 0.8 * (time.perf_counter() - started)  # the training part of a whole command
+    # a kill lands within a share of the training time (the training part of a whole
+    # command), so that `kills` attempts together leave the run unfinished until the last
+    window = 0.8 * (time.perf_counter() - started) / max(kills, 1)
     run_dir, rng, landed = tmp_path / "killed", random.Random(seed), 0
     for nth in in_checkpoint:
         _kill_in_checkpoint(run_dir, args, nth)
@@ -105,5 +112,6 @@ def test_killed_runs_rerun_to_the_same_result(tmp_path, pipeline, kills, in_chec
 @pytest.mark.timeout(3600)  # 23 processes: ~3 min each pipeline on a quiet 2-core machine
 @pytest.mark.parametrize("pipeline", ["gnn", "mlip", "rl"])
 def test_twenty_kills(tmp_path, pipeline):
-    landed = _check_survives(pipeline, tmp_path, kills=20, seed=17, in_checkpoint=(1, 3))
+    landed = _check_survives(pipeline, tmp_path, kills=20, seed=17, in_checkpoint=(1, 3),
+                             longer=LONGEST)
     assert landed >= 20
