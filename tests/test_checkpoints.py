@@ -95,6 +95,19 @@ def _copy_run(run_dir: Path, to: Path) -> Path:
     return to
 
 
+@pytest.mark.parametrize("pipeline", ["gnn", "mlip", "rl"])
+def test_rerunning_a_finished_run_reports_its_metrics_again(trained, tmp_path, pipeline):
+    """A run killed after its last step (while testing or writing figures) resumes from a
+    checkpoint with nothing left to train: Lightning then skips on_train_end, where the EMA
+    average goes into the module; the rerun must still evaluate the weights the run ended
+    with."""
+    args, run_dir = trained[pipeline]
+    here = _copy_run(run_dir, tmp_path / "run")
+    before = json.loads((run_dir / "summary.json").read_text())["metrics"]
+    again = run(config(*args), here)
+    assert json.loads(json.dumps(again, default=float)) == before
+
+
 def test_rerun_continues_from_the_newest_checkpoint_that_loads(trained, tmp_path):
     args, run_dir = trained["gnn"]
     here = _copy_run(run_dir, tmp_path / "run")

@@ -44,6 +44,13 @@ class WarmupEMA(WeightAveraging):
                             for k, v in pl_module.state_dict().items()}
         super().on_train_end(trainer, pl_module)
 
+    def on_fit_end(self, trainer, pl_module):
+        """A run resumed from a checkpoint written after its last step trains nothing, and
+        Lightning then skips ``on_train_end``: the average goes into the module here, so the
+        rerun evaluates the weights the run ended with."""
+        if self._raw_at_end is None and self._average_model is not None:
+            self.on_train_end(trainer, pl_module)
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
         if self._raw_at_end is not None and "current_model_state" in checkpoint:
