@@ -31,7 +31,7 @@ LONGER = {"gnn": ["trainer.max_epochs=150"],
 # twenty kills: each attempt trains at least to its first checkpoint, so the run must be
 # longer than 20 checkpoint intervals plus the kills' random delays
 LONGEST = {"gnn": ["trainer.max_epochs=400"],
-           "mlip": ["trainer.max_epochs=40", "checkpoint_every=3 steps"],
+           "mlip": ["trainer.max_epochs=100", "checkpoint_every=3 steps"],
            "rl": ["pipeline.total_timesteps=6400"]}
 
 
